@@ -1,0 +1,53 @@
+# Everything a fresh machine needs is installed by these targets into ./.venv (override with VENV=...).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= codecswap-demo
+# Tests and the demo run on CPU with small settings; cap threads so 2-core machines are not oversubscribed.
+export OMP_NUM_THREADS ?= 2
+export MPLBACKEND ?= Agg
+
+.PHONY: install demo test nbtest pytest check readme check-readme bench clean
+
+$(BIN)/.installed: settings.ini setup.py
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+## The main job: the codec switch on the embedded offline corpus (writes $(OUT)/)
+demo: install
+	$(BIN)/codecswap demo --out $(OUT)
+
+## The whole test suite: notebook tests (nbdev_test), then pytest
+test: install nbtest pytest
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(BIN)/python -m pytest -q tests
+
+## CI checks: notebooks clean, module in sync with notebooks, README in sync with nbs/index.ipynb
+check: install
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	$(BIN)/python tools/readme.py
+	@git status --porcelain --untracked-files=all -- nbs codecswap_nb README.md | grep . && \
+	  { echo "nbdev_export / nbdev_clean / tools/readme.py changed the files above: run 'make check' and commit."; git diff --stat; exit 1; } || true
+
+readme: install
+	$(BIN)/python tools/readme.py
+
+check-readme: install
+	$(BIN)/python tools/readme.py --check
+
+bench: install
+	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(OUT) _proc _docs build dist *.egg-info
