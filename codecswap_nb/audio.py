@@ -76,7 +76,7 @@ def to_mono(wav, # [samples] or [channels, samples]
     "Average the channels of `wav` into one."
     return as_waveform(wav).mean(0, keepdim=True)
 
-# %% ../nbs/00_audio.ipynb #00000010
+# %% ../nbs/00_audio.ipynb #00000011
 def resample(wav, # [..., samples] float tensor or array
              sr:int, # its sample rate
              new_sr:int, # the rate wanted
@@ -87,7 +87,7 @@ def resample(wav, # [..., samples] float tensor or array
     if wav.ndim == 0 or wav.shape[-1] == 0: raise ValueError(f"wav has shape {tuple(wav.shape)}; it needs samples on its last axis")
     return wav if sr == new_sr else AF.resample(wav, sr, new_sr)
 
-# %% ../nbs/00_audio.ipynb #00000014
+# %% ../nbs/00_audio.ipynb #00000015
 @contextmanager
 def atomic_write(path, # final file path
                  mode:str="wb", # "wb", or "w" for UTF-8 text
@@ -104,7 +104,7 @@ def atomic_write(path, # final file path
         Path(tmp).unlink(missing_ok=True)
         raise
 
-# %% ../nbs/00_audio.ipynb #00000017
+# %% ../nbs/00_audio.ipynb #00000018
 def save_audio(path, # destination; the format follows the suffix (.wav, .flac, .ogg, ...)
                wav, # [samples] or [channels, samples], float in [-1, 1]
                sr:int, # sample rate
@@ -120,7 +120,7 @@ def save_audio(path, # destination; the format follows the suffix (.wav, .flac, 
     with atomic_write(path) as f: sf.write(f, data, sr, format=fmt, subtype=subtype)
     return path
 
-# %% ../nbs/00_audio.ipynb #00000018
+# %% ../nbs/00_audio.ipynb #00000019
 def load_audio(path, # an audio file soundfile can read (WAV, FLAC, OGG, MP3, ...)
                sr:int|None=None, # resample to this rate; None keeps the file's rate
                mono:bool=True, # average channels into one
@@ -137,7 +137,7 @@ def load_audio(path, # an audio file soundfile can read (WAV, FLAC, OGG, MP3, ..
     if sr is not None and sr != file_sr: wav, file_sr = resample(wav, file_sr, sr), sr
     return wav, int(file_sr)
 
-# %% ../nbs/00_audio.ipynb #0000001d
+# %% ../nbs/00_audio.ipynb #0000001e
 def cache_dir(*parts:str, # sub-folders, created if missing
              ) -> Path:
     "The package cache folder: `$CODECSWAP_CACHE`, else `~/.cache/codecswap_nb`."
@@ -148,7 +148,7 @@ def cache_dir(*parts:str, # sub-folders, created if missing
     d.mkdir(parents=True, exist_ok=True)
     return d
 
-# %% ../nbs/00_audio.ipynb #00000020
+# %% ../nbs/00_audio.ipynb #00000021
 class Utterance(NamedTuple):
     "One dataset item, field for field like `torchaudio.datasets.LIBRITTS`."
     waveform: torch.Tensor # float32 [1, samples]
@@ -159,7 +159,7 @@ class Utterance(NamedTuple):
     chapter_id: int|str
     utterance_id: str
 
-# %% ../nbs/00_audio.ipynb #00000021
+# %% ../nbs/00_audio.ipynb #00000022
 _GET_LIBRITTS = ("LibriTTS is free from https://www.openslr.org/60/ : download e.g. dev-clean.tar.gz and run "
                  "`tar xzf dev-clean.tar.gz -C ROOT`, which creates ROOT/LibriTTS/dev-clean/. Offline, "
                  "`make_corpus(ROOT)` builds a synthetic stand-in in the same layout.")
@@ -174,7 +174,7 @@ def _listing(d:Path, n:int=8) -> str:
     return f"{d} contains " + (", ".join(names[:n]) + (f", ... ({len(names)} entries)" if len(names) > n else "")
                                if names else "nothing")
 
-# %% ../nbs/00_audio.ipynb #00000022
+# %% ../nbs/00_audio.ipynb #00000023
 class LibriTTS:
     "LibriTTS subset over the official layout `<root>/<subset>/<speaker>/<chapter>/<utterance>.wav`."
     sample_rate = 24000
@@ -210,7 +210,7 @@ class LibriTTS:
         return Utterance(wav, sr, _read_text(p.with_suffix(".original.txt")),
                          _read_text(p.with_suffix(".normalized.txt")), spk, chap, p.stem)
 
-# %% ../nbs/00_audio.ipynb #00000028
+# %% ../nbs/00_audio.ipynb #00000029
 class AudioFolder:
     "Audio files under `root` matching `pattern`, as `Utterance`s."
     def __init__(self,
@@ -241,12 +241,13 @@ class AudioFolder:
         return Utterance(wav, sr, orig, norm, rel.parts[0] if len(rel.parts) > 1 else "", "",
                          rel.with_suffix("").as_posix())
 
-# %% ../nbs/00_audio.ipynb #0000002b
+# %% ../nbs/00_audio.ipynb #0000002c
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
          "sixteen seventeen eighteen nineteen").split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
-def number_words(n:int) -> str:
+def number_words(n:int, # 0..999999
+                ) -> str:
     "Spell out `0 <= n < 1_000_000` in English words."
     if not 0 <= n < 1_000_000: raise ValueError(f"number_words handles 0..999999, got {n}")
     if n < 20: return _ONES[n]
@@ -254,13 +255,14 @@ def number_words(n:int) -> str:
     if n < 1000: return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_words(n % 100))
     return number_words(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + number_words(n % 1000))
 
-def year_words(y:int) -> str:
+def year_words(y:int, # a year, e.g. 1984
+              ) -> str:
     "Read a year the way people say it: 1984 -> nineteen eighty four, 2005 -> two thousand five."
     if 2000 <= y < 2010 or y % 1000 == 0 or not 1000 <= y < 10000: return number_words(y)
     hi, lo = divmod(y, 100)
     return number_words(hi) + " " + ("hundred" if lo == 0 else f"oh {_ONES[lo]}" if lo < 10 else number_words(lo))
 
-# %% ../nbs/00_audio.ipynb #0000002d
+# %% ../nbs/00_audio.ipynb #0000002f
 _HAND = [
     "The old lighthouse keeper climbed the stairs every evening at dusk.",
     "A cold wind swept across the harbour and rattled the windows.",
@@ -323,12 +325,13 @@ _NORMALIZE = [(r"\bDr\.", "Doctor"), (r"\bMr\.", "Mister"), (r"\bMrs\.", "Missus
               (r"\b(1[0-9]{3}|20[0-9]{2})\b", lambda m: year_words(int(m[1]))),
               (r"\b(\d+)\b", lambda m: number_words(int(m[1])))]
 
-def normalize_text(s:str) -> str:
+def normalize_text(s:str, # an original sentence
+                  ) -> str:
     "LibriTTS-style normalisation of our sentences: expand abbreviations, spell out numbers."
     for pat, rep in _NORMALIZE: s = re.sub(pat, rep, s)
     return s
 
-# %% ../nbs/00_audio.ipynb #0000002f
+# %% ../nbs/00_audio.ipynb #00000032
 _T = dict(
     name="Anna Ben Clara David Elena Frank Grace Henry Iris Jack Laura Martin Nora Oliver Paula Sam".split(),
     adj="quiet clever tired curious nervous cheerful stubborn patient careful famous".split(),
@@ -376,7 +379,7 @@ def corpus_sentences(n_per_template:int=40, # how many distinct fillings of each
         out.update(filled)
     return tuple((s, normalize_text(s)) for s in out)
 
-# %% ../nbs/00_audio.ipynb #00000032
+# %% ../nbs/00_audio.ipynb #00000035
 ESPEAK_ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 
 def _espeak_paths() -> tuple[str, str]:
@@ -390,7 +393,7 @@ def espeak_variants() -> tuple[str, ...]:
     "Names of the espeak-ng voice variants, usable as `'<accent>+<variant>'`."
     return tuple(sorted(p.name for p in (Path(_espeak_paths()[1]) / "voices" / "!v").iterdir() if p.is_file()))
 
-# %% ../nbs/00_audio.ipynb #00000033
+# %% ../nbs/00_audio.ipynb #00000036
 # Runs in a fresh `python -I -S`: stdin = JSON request, stdout = sample rate, then (bytes, int16 PCM) per job.
 _ESPEAK_WORKER = r'''
 import ctypes, json, struct, sys
@@ -444,7 +447,7 @@ def _espeak_run(jobs:list[dict]) -> tuple[list[np.ndarray], int]:
         pos += 8 + n
     return wavs, sr
 
-# %% ../nbs/00_audio.ipynb #00000034
+# %% ../nbs/00_audio.ipynb #00000037
 def _job(text, voice, rate, pitch, pitch_range, seed) -> dict:
     "Validated worker job."
     if not isinstance(text, str) or not text.strip(): raise ValueError(f"text must be a non-empty string, got {text!r}")
@@ -476,7 +479,7 @@ def speak(text:str, # English text
     (wav,), native = _espeak_run([_job(text, voice, rate, pitch, pitch_range, seed)])
     return torch.from_numpy(_pcm_at(wav, native, _check_sr(sr)))[None]
 
-# %% ../nbs/00_audio.ipynb #00000038
+# %% ../nbs/00_audio.ipynb #0000003b
 _CORPUS_VERSION = 2
 
 def _corpus_plan(n_speakers:int, n_utterances:int, seed:int) -> list[dict]:
@@ -502,7 +505,7 @@ def _corpus_plan(n_speakers:int, n_utterances:int, seed:int) -> list[dict]:
         plan.append(dict(spk, utterances=utts))
     return plan
 
-# %% ../nbs/00_audio.ipynb #00000039
+# %% ../nbs/00_audio.ipynb #0000003c
 def make_corpus(root, # folder to build in; the corpus is `<root>/LibriTTS/{train-clean,dev-clean}`
                 n_speakers:int=12, # number of synthetic speakers (>= 2: every split gets one)
                 n_utterances:int=20, # sentences per speaker
@@ -542,10 +545,10 @@ def make_corpus(root, # folder to build in; the corpus is `<root>/LibriTTS/{trai
         with atomic_write(meta_path, "w") as f: f.write(text)
     return out
 
-# %% ../nbs/00_audio.ipynb #0000003a
+# %% ../nbs/00_audio.ipynb #0000003d
 def default_corpus(n_speakers:int=12, # speakers (see `make_corpus`)
                    n_utterances:int=20, # sentences per speaker
-                   seed:int=0,
+                   seed:int=0, # draws speakers, voices and sentences (see `make_corpus`)
                   ) -> Path: # `.../LibriTTS` folder of the cached corpus
     "The embedded offline corpus, built once into `cache_dir('corpus')`."
     name = f"espeak-v{_CORPUS_VERSION}-seed{seed}-{n_speakers}x{n_utterances}"

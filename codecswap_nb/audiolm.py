@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
+
+from .audio import atomic_write
+from .codecs import validate_codes
 
 # %% auto #0
 __all__ = ['IGNORE', 'TEXT_VOCAB', 'LMConfig', 'apply_delay', 'undo_delay', 'build_sequences', 'AudioLM', 'token_nll',
@@ -245,16 +246,8 @@ def check_codes(
 ) -> list[torch.Tensor]:  # the codes as cpu int64 tensors
     "Validate a list of per-utterance codes against a model's `n_q` and `codebook_size`."
     if isinstance(codes, torch.Tensor): raise TypeError("codes must be a list of [n_q, T] tensors (one per utterance), not one tensor")
-    out = []
-    for i, c in enumerate(codes):
-        c = torch.as_tensor(c)
-        if c.is_floating_point() or c.is_complex(): raise TypeError(f"codes[{i}] must be integer codes, got {c.dtype}")
-        if c.ndim != 2 or c.shape[0] != n_q:
-            raise ValueError(f"codes[{i}] must be [n_q={n_q}, T], got shape {tuple(c.shape)}: is it from the right codec / bandwidth?")
-        if c.shape[1] == 0: raise ValueError(f"codes[{i}] is empty (T=0): drop empty utterances")
-        if int(c.min()) < 0 or int(c.max()) >= codebook_size:
-            raise ValueError(f"codes[{i}] has values outside 0..{codebook_size - 1} (min {int(c.min())}, max {int(c.max())}): wrong codebook_size?")
-        out.append(c.long().cpu())
+    out = [validate_codes(c, n_q, codebook_size, f"codes[{i}]", expects="the model expects",
+                          hint="is it from the right codec / bandwidth?").cpu() for i, c in enumerate(codes)]
     if not out: raise ValueError("no utterances: codes is empty")
     return out
 
@@ -551,17 +544,9 @@ def generate(
     return out.cpu()
 
 # %% ../nbs/05_audiolm.ipynb #0000004c
-def _atomic_write(path: Path, write):
-    "Call `write(tmp_path)` then move the temp file onto `path`."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp); os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
-def model_config(model: AudioLM) -> LMConfig:
+def model_config(
+    model: AudioLM,  # a model, possibly switched to another codec's tables
+) -> LMConfig:
     "The model's `LMConfig` with `n_q`, `codebook_size` and `codec` read from the model itself."
     for l, (e, h) in enumerate(zip(model.embs, model.heads)):
         if e.weight.shape[0] != model.embs[0].weight.shape[0] or h.weight.shape[0] != e.weight.shape[0]:
@@ -580,8 +565,8 @@ def save_checkpoint(
     meta = dict(format="codecswap_nb.audiolm/1", config=cfg.to_dict(), extra=extra or {})
     text = json.dumps(meta, indent=1)  # fail on non-JSON extra before writing anything
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(path / "model.safetensors", lambda t: save_file(state, t))
-    _atomic_write(path / "config.json", lambda t: Path(t).write_text(text))
+    with atomic_write(path / "model.safetensors") as f: f.write(safetensors_bytes(state))
+    with atomic_write(path / "config.json", "w") as f: f.write(text)
     return path
 
 def load_checkpoint(

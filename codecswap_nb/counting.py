@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -23,6 +22,9 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
+from .audio import atomic_write
+from .codecs import validate_codes
+
 # %% ../nbs/02_counting.ipynb #00000007
 def flat_codes(
     codes, # integer codes `[n_q, T]` (torch or numpy)
@@ -31,23 +33,9 @@ def flat_codes(
     name:str="codes", # what to call `codes` in error messages
 ) -> np.ndarray: # int64 `[n_q, T]` flat ids `level*K + code`
     "Validate `[n_q, T]` integer codes and return flat token ids `level*K + code`."
-    if isinstance(codes, torch.Tensor): codes = codes.detach().cpu().numpy()
-    codes = np.asarray(codes)
-    if codes.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be integer codes (a LongTensor [n_q, T] from codec.encode); got dtype {codes.dtype}")
-    if codes.ndim != 2:
-        raise ValueError(f"{name} must have shape [n_q, T] = [{n_q}, T]; got shape {tuple(codes.shape)} "
-                         f"(add the level axis for a single codebook: codes[None])")
-    if codes.shape[0] != n_q:
-        raise ValueError(f"{name} has {codes.shape[0]} levels but the counter was declared with n_q={n_q}: "
-                         f"pass codes of the matching codec or declare (n_q, codebook_size) = ({codes.shape[0]}, {K})")
-    if codes.shape[1] == 0:
-        raise ValueError(f"{name} is empty (T=0 frames): skip utterances too short for the codec")
-    lo, hi = int(codes.min()), int(codes.max())
-    if lo < 0 or hi >= K:
-        raise ValueError(f"{name} has codes in [{lo}, {hi}], outside the codebook [0, {K}) (codebook_size={K}): "
-                         f"these codes do not come from the declared codec")
-    return codes.astype(np.int64) + (np.arange(n_q, dtype=np.int64) * K)[:, None]
+    codes = validate_codes(codes, n_q, K, name, expects="the counter was declared with",
+                           hint=f"pass codes of the matching codec or declare (n_q, codebook_size) = ({{levels}}, {K})")
+    return codes.cpu().numpy() + (np.arange(n_q, dtype=np.int64) * K)[:, None]
 
 # %% ../nbs/02_counting.ipynb #0000000d
 def reference_counts(
@@ -335,16 +323,9 @@ def save(self:CooccurrenceCounter,
                   seconds=self.seconds, fold_every=self.fold_every, meta=self.meta)
     try: header = json.dumps(header)
     except TypeError as e: raise TypeError(f"meta must be JSON-serialisable (dicts, lists, str, numbers): {e}") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, header=np.array(header), data=M.data, indices=M.indices.astype(np.int64),
-                     indptr=M.indptr.astype(np.int64), shape=np.array(M.shape, dtype=np.int64))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, header=np.array(header), data=M.data, indices=M.indices.astype(np.int64),
+                 indptr=M.indptr.astype(np.int64), shape=np.array(M.shape, dtype=np.int64))
     return path
 
 # %% ../nbs/02_counting.ipynb #00000032
@@ -399,7 +380,9 @@ def copy(self:CooccurrenceCounter) -> CooccurrenceCounter:
     return c
 
 @patch
-def merge(self:CooccurrenceCounter, other:CooccurrenceCounter) -> CooccurrenceCounter:
+def merge(self:CooccurrenceCounter,
+          other:CooccurrenceCounter, # counts of the same codecs, mode and window
+         ) -> CooccurrenceCounter:
     "Add `other`'s counts to this counter in place (same configuration required)."
     if not isinstance(other, CooccurrenceCounter): raise TypeError(f"can only merge a CooccurrenceCounter, not {type(other).__name__}")
     diff = _config_diff(self.config, other.config)
@@ -425,7 +408,9 @@ def _dist_context():
         return dist.get_rank(), dist.get_world_size(), True
     return 0, 1, False
 
-def all_reduce_counts(c:CooccurrenceCounter, block:int=2**22) -> CooccurrenceCounter:
+def all_reduce_counts(c:CooccurrenceCounter, # this rank's counter, summed in place
+                      block:int=2**22, # most entries of one dense row block sent at a time
+                     ) -> CooccurrenceCounter:
     "Sum a counter over all `torch.distributed` ranks (dense row blocks of at most `block` entries), in place."
     import torch.distributed as dist
     dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")

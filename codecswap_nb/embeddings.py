@@ -78,13 +78,15 @@ def _filter(m, keep):
     "CSR `m` with only the stored entries where `keep` is True."
     m = m.copy(); m.data = np.where(keep, m.data, 0.0); m.eliminate_zeros(); return m
 
-def row_normalize(m:sp.csr_matrix)->sp.csr_matrix:
+def row_normalize(m:sp.csr_matrix, # (V_new, V_old) counts or weights
+                 )->sp.csr_matrix:
     "Rows of CSR `m` divided by their sums; empty rows stay empty."
     s = np.asarray(m.sum(1)).ravel()
     m = m.copy(); m.data = m.data / np.repeat(np.where(s > 0, s, 1.0), np.diff(m.indptr)); return m
 
 # %% ../nbs/03_embeddings.ipynb #00000010
-def argmax_rows(m:sp.csr_matrix)->sp.csr_matrix:
+def argmax_rows(m:sp.csr_matrix, # (V_new, V_old) counts or weights
+               )->sp.csr_matrix:
     "One-hot CSR with a 1 at each non-empty row's largest entry (ties: lowest column id)."
     rows, mx = _rows(m), _row_reduce(m, np.maximum)
     cand = np.where(m.data == mx[rows], m.indices, m.shape[1])      # non-maximal entries: past the last column
@@ -93,14 +95,18 @@ def argmax_rows(m:sp.csr_matrix)->sp.csr_matrix:
     return sp.csr_matrix((np.ones(nz.sum()), first[nz].astype(np.int64), np.r_[0, np.cumsum(nz)]), shape=m.shape)
 
 # %% ../nbs/03_embeddings.ipynb #00000015
-def temper(m:sp.csr_matrix, temperature:float)->sp.csr_matrix:
+def temper(m:sp.csr_matrix, # (V_new, V_old) non-negative weights
+           temperature:float, # > 1 flattens each row, < 1 sharpens it
+          )->sp.csr_matrix:
     "Weights `w**(1/T)` per row (a softmax over log-weights at temperature `T`), relative to each row's max."
     if temperature == 1: return m.copy()
     mx = _row_reduce(m, np.maximum)
     out = m.copy(); out.data = (m.data / mx[_rows(m)]) ** (1.0 / temperature); out.eliminate_zeros(); return out
 
 # %% ../nbs/03_embeddings.ipynb #00000018
-def top_k_rows(m:sp.csr_matrix, k:int)->sp.csr_matrix:
+def top_k_rows(m:sp.csr_matrix, # (V_new, V_old) counts or weights
+               k:int, # entries kept per row
+              )->sp.csr_matrix:
     "Keep the `k` largest entries of each row of CSR `m` (ties: lower column id first)."
     rows = _rows(m)
     order = np.lexsort((m.indices, -m.data, rows))
@@ -108,7 +114,8 @@ def top_k_rows(m:sp.csr_matrix, k:int)->sp.csr_matrix:
     return _filter(m, rank < k)
 
 # %% ../nbs/03_embeddings.ipynb #0000001b
-def ppmi_weights(m:sp.csr_matrix)->sp.csr_matrix:
+def ppmi_weights(m:sp.csr_matrix, # (V_new, V_old) counts
+                )->sp.csr_matrix:
     "Positive PMI of the counts; rows whose PPMI is all zero keep their raw counts."
     N = m.sum(); r = np.asarray(m.sum(1)).ravel(); c = np.asarray(m.sum(0)).ravel()
     rows = _rows(m)
@@ -233,7 +240,7 @@ def collapse_metrics(W, # (V, d) embedding matrix (torch or numpy)
     return dict(mean_cos=mean_cos, eff_rank=erank(X), eff_rank_centered=erank(X - X.mean(0)),
                 norm_mean=float(norms.mean()), norm_std=float(norms.std(unbiased=False)))
 
-# %% ../nbs/03_embeddings.ipynb #00000031
+# %% ../nbs/03_embeddings.ipynb #00000032
 def typical_context(m:sp.csr_matrix, # (n_q_new*K_new, V_old) counts
                     new:tuple, # (n_q, K) of the new codec
                    )->np.ndarray: # (n_q,) codes
@@ -273,7 +280,7 @@ def codec_counts(ids, # new flat token ids to render
     m = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(nq * K, oq * oK)); m.sum_duplicates()
     return m
 
-# %% ../nbs/03_embeddings.ipynb #00000035
+# %% ../nbs/03_embeddings.ipynb #00000036
 def posterior_noise(P:sp.csr_matrix, # (V_new, V_old) row-stochastic weights
                     X:np.ndarray, # (V_old, d) old rows
                     g:np.ndarray, # (P.nnz,) standard normal draws, one per stored weight
@@ -282,11 +289,13 @@ def posterior_noise(P:sp.csr_matrix, # (V_new, V_old) row-stochastic weights
     G = P.copy(); G.data = np.sqrt(P.data) * g
     return G @ X - np.asarray(G.sum(1)) * (P @ X)
 
-def lost_variance(P:sp.csr_matrix, X:np.ndarray)->np.ndarray:
+def lost_variance(P:sp.csr_matrix, # (V_new, V_old) row-stochastic weights
+                  X:np.ndarray, # (V_old, d) source rows
+                 )->np.ndarray:
     "Per row `Σ_j P_ij |X_j|² - |m_i|²`: the spread of the source rows that averaging throws away."
     return np.maximum(P @ (X ** 2).sum(1) - ((P @ X) ** 2).sum(1), 0.0)
 
-# %% ../nbs/03_embeddings.ipynb #00000038
+# %% ../nbs/03_embeddings.ipynb #00000039
 UNSEEN = ('mean', 'normal', 'zero', 'codec')
 NOISE_MODES = ('fresh', 'posterior', 'matched')
 RESCALES = (None, 'weighted', 'quantile')
@@ -377,7 +386,7 @@ def _check_W(W, name):
     if not W.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got {W.dtype}")
     if not torch.isfinite(W).all(): raise ValueError(f"{name} contains NaN or Inf")
 
-# %% ../nbs/03_embeddings.ipynb #00000039
+# %% ../nbs/03_embeddings.ipynb #0000003a
 def build_embeddings(counts, # (V_new, V_old) counts (scipy.sparse, numpy, torch, CooccurrenceCounter), or None with unseen='codec'
                      W_old:torch.Tensor, # (V_old, d) old embedding rows: codec rows of all levels, stacked
                      method:str='weighted', # 'argmax' | 'weighted' | 'ot'
@@ -415,7 +424,7 @@ def build_embeddings(counts, # (V_new, V_old) counts (scipy.sparse, numpy, torch
     rep['collapse'] = dict(old=collapse_metrics(X), new=collapse_metrics(Y))
     return out, rep
 
-# %% ../nbs/03_embeddings.ipynb #00000045
+# %% ../nbs/03_embeddings.ipynb #00000046
 RECIPES = {
     'argmax': dict(method='argmax'),                                   # write-up, simple
     'weighted': dict(),                                                # write-up, advanced
@@ -430,7 +439,7 @@ RECIPES = {
                                        noise=1.0, noise_mode='posterior'),
 }
 
-# %% ../nbs/03_embeddings.ipynb #0000004c
+# %% ../nbs/03_embeddings.ipynb #0000004d
 def build_head(counts, # (V_new, V_old) counts, as for `build_embeddings`
                weight:torch.Tensor, # (V_old, d) old head rows (codec outputs only)
                bias:torch.Tensor=None, # (V_old,) old head bias, or None

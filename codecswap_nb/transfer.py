@@ -89,14 +89,20 @@ class TokenLayout:
         return cls(**d)
 
 # %% ../nbs/04_transfer.ipynb #0000000d
-def token_ids(layout:TokenLayout, levels, codes):
+def token_ids(layout:TokenLayout, # where the model keeps its codec tokens
+              levels, # RVQ levels, any shape broadcasting with `codes`
+              codes, # codes in `[0, codebook_size)`
+             ):
     "Vocabulary ids (flat_vocab) or table rows (per_codebook/stacked) of codec tokens `(level, code)`."
     lv, cd = torch.as_tensor(levels), torch.as_tensor(codes)
     if ((cd < 0) | (cd >= layout.codebook_size)).any() or ((lv < 0) | (lv >= layout.n_q)).any():
         raise ValueError(f"levels must be in [0, {layout.n_q}) and codes in [0, {layout.codebook_size}) for this layout.")
     return layout.offset + lv * layout.codebook_size + cd if layout.kind == "flat_vocab" else cd.expand(torch.broadcast_shapes(lv.shape, cd.shape)).clone()
 
-def map_ids(ids, old:TokenLayout, new:TokenLayout):
+def map_ids(ids, # text/special token ids under `old`
+            old:TokenLayout, # the flat_vocab layout before the switch
+            new:TokenLayout, # the flat_vocab layout after it
+           ):
     "Ids of text/special tokens of a flat vocabulary under layout `old` -> their ids under `new`."
     if old.kind != "flat_vocab" or new.kind != "flat_vocab" or old.offset != new.offset:
         raise ValueError("map_ids maps between two flat_vocab layouts with the same offset (before/after transfer_model).")
@@ -116,7 +122,9 @@ def _candidates(model):
     out += [n for n, p in model.named_parameters() if p.ndim == 3]
     return out[:12]
 
-def get_path(model:nn.Module, path:str):
+def get_path(model:nn.Module, # the model
+             path:str, # dotted path such as "embs.0" or "model.embed_tokens"
+            ):
     "The module or parameter at dotted `path` in `model` (integer parts index `ModuleList`s)."
     obj = model
     parts = path.split(".")
@@ -205,7 +213,10 @@ def _dim(ws, what):
     return dims[0]
 
 # %% ../nbs/04_transfer.ipynb #00000015
-def codec_rows(model:nn.Module, layout:TokenLayout, part:str="embeddings")->torch.Tensor:
+def codec_rows(model:nn.Module, # the model
+               layout:TokenLayout, # where it keeps its codec tokens
+               part:str="embeddings", # "embeddings", "heads" or "head_bias"
+              )->torch.Tensor:
     "The codec rows of `part` ('embeddings', 'heads' or 'head_bias'), as `(n_q*K, d)` (bias: `(n_q*K,)`) in flat order."
     if part not in ("embeddings", "heads", "head_bias"): raise ValueError(f"part={part!r}: use 'embeddings', 'heads' or 'head_bias'.")
     t = _tables(model, layout, "embeddings" if part == "embeddings" else "heads")
