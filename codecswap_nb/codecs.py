@@ -103,6 +103,13 @@ class Codec:
         "Frames the codec emits for `n` samples at its own rate."
         return math.ceil(n / self.hop_length)
 
+    length_bucket = 0.5   # seconds: batches are zero-padded to a multiple of this many whole frames
+
+    def padded_length(self, n:int) -> int:
+        "`n` samples rounded up to whole `length_bucket`s of whole frames (bounds the distinct input shapes)."
+        b = self.hop_length * max(1, round(self.length_bucket * self.frame_rate))
+        return -(-int(n) // b) * b
+
     def frame_times(self, T:int, # number of frames, e.g. `codes.shape[1]`
                    ) -> np.ndarray: # float64 `[T]` seconds
         "Start time (s) of each of `T` frames."
@@ -142,7 +149,7 @@ class Codec:
         order = sorted(range(len(xs)), key=lambda i: -xs[i].shape[-1])   # longest first: least padding
         for s in range(0, len(order), batch_size):
             idx = order[s:s + batch_size]
-            n = max(xs[i].shape[-1] for i in idx)
+            n = self.padded_length(max(xs[i].shape[-1] for i in idx))
             batch = torch.stack([F.pad(xs[i], (0, n - xs[i].shape[-1])) for i in idx]).to(self.device)
             with torch.inference_mode(), exact_kernels(): codes = self._encode(batch)
             for b, i in enumerate(idx): out[i] = codes[b, :, :self.n_frames(xs[i].shape[-1])].to("cpu", torch.long).clone()
