@@ -34,11 +34,12 @@ pytest: install
 
 ## CI checks: notebooks clean, module in sync with notebooks, README in sync with nbs/index.ipynb
 check: install
-	$(BIN)/nbdev_export
-	$(BIN)/nbdev_clean
-	$(BIN)/python tools/readme.py
-	@git status --porcelain --untracked-files=all -- nbs codecswap_nb README.md | grep . && \
-	  { echo "nbdev_export / nbdev_clean / tools/readme.py changed the files above: run 'make check' and commit."; git diff --stat; exit 1; } || true
+	@state() { git status --porcelain --untracked-files=all -- nbs codecswap_nb README.md; git diff -- nbs codecswap_nb README.md | sha1sum; }; \
+	before=$$(state); \
+	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py >/dev/null || exit 1; \
+	if [ "$$before" != "$$(state)" ]; then git status --short -- nbs codecswap_nb README.md; \
+	  echo "nbdev_export / nbdev_clean / tools/readme.py changed the files above: commit the result (notebooks are the source)."; exit 1; fi; \
+	echo "notebooks clean; module and README in sync with the notebooks"
 
 readme: install
 	$(BIN)/python tools/readme.py

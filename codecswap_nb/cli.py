@@ -162,7 +162,7 @@ def build_parser() -> CLIParser:
     c.add_argument("--out", default="codecswap-demo", metavar="DIR", help="output folder")
     S = dict(default=argparse.SUPPRESS)
     c.add_argument("--old", type=codec_spec_str, metavar="SPEC", help="old codec (default encodec_24khz:6)", **S)
-    c.add_argument("--new", type=codec_spec_str, metavar="SPEC", help="new codec (default dac_24khz:8)", **S)
+    c.add_argument("--new", type=codec_spec_str, metavar="SPEC", help="new codec (default dac_16khz:8)", **S)
     c.add_argument("--weights", choices=("random", "pretrained", "auto"), help="codec weights (default random)", **S)
     c.add_argument("--methods", type=_comma_list, metavar="A,B,...",
                    help="initialisations to compare, e.g. random,mean,aligned+weighted+noise", **S)

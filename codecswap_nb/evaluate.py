@@ -446,9 +446,9 @@ def run_demo(out:str|Path="codecswap-demo", # output folder
              eval_every:int=25, # steps between held-out evaluations
              batch_size:int=8, # crops per step
              seq_len:int=100, # frames per crop (1.33 s at 75 Hz)
-             n_speakers:int=12, n_utterances:int=20, # size of the embedded corpus (`default_corpus`)
+             n_speakers:int=12, n_utterances:int=14, # size of the embedded corpus (`default_corpus`)
              old:str="encodec_24khz:6", # old codec spec (`parse_codec_spec`)
-             new:str="dac_24khz:8", # new codec spec
+             new:str="dac_16khz:8", # new codec spec
              weights:str="random", # codec weights: "random" (offline) or "pretrained"
              lm:dict|None=None, # `LMConfig` options
              threads:int|None=None, # torch threads (None: leave as is)

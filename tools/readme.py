@@ -27,7 +27,7 @@ def render(nb_path=root/'nbs'/'index.ipynb'):
         dirs = [l for l in lines if l.startswith('#|')]
         if any(d.replace(' ', '') in ('#|hide', '#|exporti') for d in dirs): continue
         body = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
-        if c['cell_type'] == 'markdown': parts.append(body)
+        if c['cell_type'] == 'markdown': parts.append(body.replace('](images/', '](nbs/images/'))   # links relative to nbs/
         elif c['cell_type'] == 'code':
             if body: parts.append(f'```python\n{body}\n```')
             for o in _text_outputs(c):
