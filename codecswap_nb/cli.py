@@ -419,12 +419,11 @@ def plot_counts(counts, # (V_new, V_old) counts
 def _save_fig(fig, path:Path):
     "Save `fig` atomically to `path` (format from the suffix)."
     import matplotlib.pyplot as plt
-    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from codecswap_nb.audio import atomic_write
+    path = Path(path)
     try:
-        fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True); plt.close(fig)
+        with atomic_write(path) as f: fig.savefig(f, dpi=120, format=path.suffix.lstrip(".") or "png")
+    finally: plt.close(fig)
 
 # %% ../nbs/07_cli.ipynb #00000031
 def cmd_inspect(args):
@@ -543,16 +542,13 @@ def load_state(path:Path) -> tuple[dict, str|None, dict]:
 def save_state(path:Path, state:dict, wrapper:str|None=None, ckpt:dict|None=None):
     "Write `state` (wrapped back into `ckpt[wrapper]` when given) atomically as torch or safetensors."
     import torch
-    path = Path(path); tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    from codecswap_nb.audio import atomic_write
+    path = Path(path)
+    with atomic_write(path) as f:
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-            save_file({k: v.detach().cpu().clone().contiguous() for k, v in state.items()}, str(tmp))
-        else:
-            obj = state if wrapper is None else {**ckpt, wrapper: state}
-            torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+            from safetensors.torch import save
+            f.write(save({k: v.detach().cpu().clone().contiguous() for k, v in state.items()}))
+        else: torch.save(state if wrapper is None else {**ckpt, wrapper: state}, f)
 
 # %% ../nbs/07_cli.ipynb #0000003b
 def read_layout(path:str) -> "TokenLayout":
@@ -608,9 +604,8 @@ def cmd_transfer(args):
 
 def _write_json(path:Path, obj):
     "Write `obj` as JSON atomically."
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try: tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    from codecswap_nb.audio import atomic_write
+    with atomic_write(path, "w") as f: f.write(json.dumps(obj, indent=1))
 
 # %% ../nbs/07_cli.ipynb #00000044
 DEMO_OPTIONS = ("old", "new", "weights", "methods", "steps", "old_steps", "eval_every", "n_speakers", "n_utterances",

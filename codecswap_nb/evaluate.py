@@ -10,18 +10,15 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .audio import LibriTTS, cache_dir, default_corpus
+from .audio import LibriTTS, atomic_write, cache_dir, default_corpus
 from .audiolm import AudioLM, LMConfig, evaluate_nll, load_checkpoint, save_checkpoint, train_lm, unigram_entropy
 from .counting import CooccurrenceCounter
 from .transfer import TokenLayout, transfer_model
@@ -32,17 +29,6 @@ __all__ = ['DEFAULT_METHODS', 'DEMO_METHODS', 'corpus_fingerprint', 'encode_corp
            'write_results', 'SwitchResults', 'evaluate_switch', 'model_config_dict', 'run_demo']
 
 # %% ../nbs/06_evaluate.ipynb #00000007
-def _atomic_write(path:Path, write):
-    "Call `write(tmp_path)` on a temp file next to `path`, then move it onto `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp); os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 def _item(dataset, i):
     "Waveform and sample rate of item `i` (an `Utterance` or any `(waveform, sample_rate, ...)` tuple)."
     it = dataset[i]
@@ -102,7 +88,7 @@ def encode_corpus(dataset, # `LibriTTS`/`AudioFolder` or a sequence of `(wavefor
         dtype = np.int16 if allc.size and allc.max() < 2**15 else np.int32
         lengths = np.array([c.shape[1] for c in out], dtype=np.int64)
         meta = json.dumps(dict(codec=codec.config, n_items=n))
-        _atomic_write(path, lambda t: np.savez(open(t, "wb"), codes=allc.astype(dtype), lengths=lengths, meta=np.array(meta)))
+        with atomic_write(path) as f: np.savez(f, codes=allc.astype(dtype), lengths=lengths, meta=np.array(meta))
     return out
 
 # %% ../nbs/06_evaluate.ipynb #0000000e
@@ -274,7 +260,7 @@ def plot_curves(rows:list, # result rows of `evaluate_switch` (with `curve`)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
     if path is not None:
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png", bbox_inches="tight"))
+        with atomic_write(path) as f: fig.savefig(f, dpi=110, format="png", bbox_inches="tight")
     return fig
 
 def write_results(rows:list, # result rows
@@ -284,9 +270,9 @@ def write_results(rows:list, # result rows
     "Write `results.json`, `results.md` and `curves.png` into `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(dict(info=info, rows=rows), indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    _atomic_write(out / "results.json", lambda t: Path(t).write_text(text))
+    with atomic_write(out / "results.json", "w") as f: f.write(text)
     md = results_table(rows, info)
-    _atomic_write(out / "results.md", lambda t: Path(t).write_text(md))
+    with atomic_write(out / "results.md", "w") as f: f.write(md)
     import matplotlib.pyplot as plt
     fig = plot_curves(rows, out / "curves.png"); plt.close(fig)
     return dict(json=out / "results.json", md=out / "results.md", png=out / "curves.png")
