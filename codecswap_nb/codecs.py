@@ -35,7 +35,10 @@ CODEC_SPECS = {
                       model_type="44khz", encoder_rates=[2, 4, 8, 8], decoder_rates=[8, 8, 4, 2], default=dict()),
 }
 
-# %% ../nbs/01_codecs.ipynb #0000000b
+# %% ../nbs/01_codecs.ipynb #0000000c
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
+
+# %% ../nbs/01_codecs.ipynb #0000000d
 @contextmanager
 def exact_kernels():
     "Full float32, deterministic CUDA kernels inside (no TF32, no benchmark-picked algorithms); a no-op on the CPU."
@@ -46,7 +49,7 @@ def exact_kernels():
             yield
     finally: torch.backends.cuda.matmul.allow_tf32 = mm
 
-# %% ../nbs/01_codecs.ipynb #0000000d
+# %% ../nbs/01_codecs.ipynb #0000000f
 def validate_codes(codes, # integer codes `[n_q, T]`: torch tensor, numpy array or nested lists
                    n_q:int, # levels expected
                    codebook_size:int, # entries per codebook (`K`): codes must lie in `[0, K)`
@@ -75,7 +78,7 @@ def validate_codes(codes, # integer codes `[n_q, T]`: torch tensor, numpy array 
                          f"(codebook_size={codebook_size}): these codes do not come from this codec")
     return codes
 
-# %% ../nbs/01_codecs.ipynb #00000011
+# %% ../nbs/01_codecs.ipynb #00000013
 class Codec:
     "A neural audio codec as a tokenizer: audio -> LongTensor `[n_q, T]` codes -> audio."
     name = "codec"; sample_rate = 24000; hop_length = 320; n_q = 1; codebook_size = 1024; channels = 1
@@ -172,7 +175,7 @@ class Codec:
     def _encode(self, x:torch.Tensor) -> torch.Tensor: raise NotImplementedError("a Codec subclass implements _encode")
     def _decode(self, codes:torch.Tensor) -> torch.Tensor: raise NotImplementedError("a Codec subclass implements _decode")
 
-# %% ../nbs/01_codecs.ipynb #00000019
+# %% ../nbs/01_codecs.ipynb #0000001b
 def nearest(x:torch.Tensor, # `[N, D]` rows
             centroids:torch.Tensor, # `[k, D]`
             chunk:int=4096, # rows per distance computation (bounds memory)
@@ -185,7 +188,7 @@ def nearest(x:torch.Tensor, # `[N, D]` rows
         idx.append(m.indices); d.append((m.values + xs.pow(2).sum(1)).clamp_min_(0))
     return torch.cat(idx), torch.cat(d)
 
-# %% ../nbs/01_codecs.ipynb #0000001c
+# %% ../nbs/01_codecs.ipynb #0000001e
 def kmeans_seed(x:torch.Tensor, # `[N, D]` rows to draw from
                 k:int, # centroids wanted
                 seed:int=0, # seeds the draws
@@ -205,7 +208,7 @@ def kmeans_seed(x:torch.Tensor, # `[N, D]` rows to draw from
         d = torch.minimum(d, nearest(x, x[new])[1])
     return x[chosen].clone()
 
-# %% ../nbs/01_codecs.ipynb #0000001d
+# %% ../nbs/01_codecs.ipynb #0000001f
 def kmeans(x:torch.Tensor, # `[N, D]` rows to cluster
            k:int, # centroids
            iters:int=8, # Lloyd iterations
@@ -231,7 +234,7 @@ def kmeans(x:torch.Tensor, # `[N, D]` rows to cluster
             cent[empty[:len(far)]] = x[far]
     return cent, sizes
 
-# %% ../nbs/01_codecs.ipynb #00000020
+# %% ../nbs/01_codecs.ipynb #00000022
 def _loo_quantize(x, cent, idx):
     "Quantise rows `x` that helped fit `cent` (row `i` in cluster `idx[i]`) as if they had not: own centroid left-one-out."
     sizes = torch.bincount(idx, minlength=len(cent)).to(x.dtype)
@@ -263,7 +266,7 @@ def rvq_kmeans(feats:torch.Tensor, # `[N, D]` vectors to quantise
         books.append(cb); uses.append(torch.bincount(idx, minlength=k))
     return torch.stack(books), torch.stack(uses)
 
-# %% ../nbs/01_codecs.ipynb #00000024
+# %% ../nbs/01_codecs.ipynb #00000026
 def corpus_speech(sr:int, # sample rate wanted
                   seconds:float=60.0, # at most this much audio in all
                   subset:str="train-clean", # LibriTTS subset of the corpus
@@ -282,7 +285,7 @@ def corpus_speech(sr:int, # sample rate wanted
         if total >= seconds * sr: break
     return out
 
-# %% ../nbs/01_codecs.ipynb #00000028
+# %% ../nbs/01_codecs.ipynb #0000002a
 ENCODEC_CHECKPOINTS = {"encodec_24khz": "encodec_24khz-d7cc33bc.th", "encodec_48khz": "encodec_48khz-7e698e3e.th"}
 ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
 
@@ -298,7 +301,7 @@ def pretrained_location(name:str, # a codec name from `CODEC_SPECS`
     tag = tags[(mt, br)]
     return Path.home() / ".cache" / "descript" / "dac" / f"weights_{mt}_{br}_{tag}.pth", urls[(mt, tag, br)], None
 
-# %% ../nbs/01_codecs.ipynb #0000002b
+# %% ../nbs/01_codecs.ipynb #0000002d
 def fetch_pretrained(name:str, # a codec name from `CODEC_SPECS`
                     ) -> Path:
     "Path of codec `name`'s official checkpoint, downloaded to the official cache if missing."
@@ -315,7 +318,7 @@ def fetch_pretrained(name:str, # a codec name from `CODEC_SPECS`
                             f"be fetched ({why}). Download {url} on a machine with internet and save it as {path}, "
                             f"or use weights='random' (offline work) or weights=<path to a checkpoint>.")
 
-# %% ../nbs/01_codecs.ipynb #0000002d
+# %% ../nbs/01_codecs.ipynb #0000002f
 def load_checkpoint(path, # a `torch.save`d checkpoint file
                    ) -> dict:
     "A checkpoint file read with `torch.load(weights_only=True)` on the CPU."
@@ -326,7 +329,7 @@ def load_checkpoint(path, # a `torch.save`d checkpoint file
         raise ValueError(f"{path} cannot be read as weights only ({type(e).__name__}: {str(e)[:200]}). Save plain tensors: "
                          f"torch.save(model.state_dict(), path); a DAC model: model.save(path, package=False)") from e
 
-# %% ../nbs/01_codecs.ipynb #0000002f
+# %% ../nbs/01_codecs.ipynb #00000031
 KMEANS_RECIPE = dict(frames=4500, pca_dims=dict(encodec_24khz=8, encodec_48khz=16), n_fit=2048, iters=6)
 
 def _random_state_path(name, seed):
@@ -356,7 +359,7 @@ def fold_affine(conv:torch.nn.Conv1d, # the encoder's last convolution, changed 
         else: conv.weight.copy_(w2)
         conv.bias.copy_(b2)
 
-# %% ../nbs/01_codecs.ipynb #00000032
+# %% ../nbs/01_codecs.ipynb #00000034
 def _encodec_model(name, seed):
     from encodec import EncodecModel
     with torch.random.fork_rng(), warnings.catch_warnings():
@@ -437,7 +440,7 @@ class EncodecCodec(Codec):
     def _encode(self, x): return self.model.quantizer.encode(self._latents(x), self.model.frame_rate, self._bw).transpose(0, 1)
     def _decode(self, codes): return self.model.decoder(self.model.quantizer.decode(codes.transpose(0, 1)))
 
-# %% ../nbs/01_codecs.ipynb #0000003c
+# %% ../nbs/01_codecs.ipynb #0000003e
 class Encodec48Codec(EncodecCodec):
     "EnCodec 48 kHz (stereo, 1-s segments with 1 % overlap, per-segment loudness scale) behind the `Codec` interface."
     segment, stride, seg_frames = 48000, 47520, 150      # samples per segment, samples between segment starts, frames per segment
@@ -501,7 +504,7 @@ class Encodec48Codec(EncodecCodec):
                     out.append(self.model.encoder(seg)[0].T)
         return torch.cat(out).clone()
 
-# %% ../nbs/01_codecs.ipynb #00000042
+# %% ../nbs/01_codecs.ipynb #00000044
 def right_context(module:torch.nn.Module, # a chain of `Conv1d`s, e.g. a codec's encoder
                  ) -> int:
     "Input samples to the right of a frame's position that can change it (upper bound over a chain of `Conv1d`s)."
@@ -512,7 +515,7 @@ def right_context(module:torch.nn.Module, # a chain of `Conv1d`s, e.g. a codec's
             jump *= m.stride[0]
     return reach
 
-# %% ../nbs/01_codecs.ipynb #00000045
+# %% ../nbs/01_codecs.ipynb #00000047
 def _dac_kwargs(name):
     s = CODEC_SPECS[name]
     return dict(encoder_dim=64, encoder_rates=s["encoder_rates"], latent_dim=None, decoder_dim=1536, decoder_rates=s["decoder_rates"],
@@ -564,7 +567,7 @@ class DACCodec(Codec):
 
     def _decode(self, codes): return self.model.decode(self.model.quantizer.from_codes(codes)[0])
 
-# %% ../nbs/01_codecs.ipynb #0000004b
+# %% ../nbs/01_codecs.ipynb #0000004d
 _REGISTRY = {}
 
 def register_codec(name:str, # the name `load_codec` will know it by
@@ -587,7 +590,7 @@ for _n, _s in CODEC_SPECS.items():
     _cls = DACCodec if _s["family"] == "dac" else EncodecCodec if _n == "encodec_24khz" else Encodec48Codec
     register_codec(_n, partial(_cls, _n), *(("n_q", int) if _s["family"] == "dac" else ("bandwidth", float)), overwrite=True)
 
-# %% ../nbs/01_codecs.ipynb #0000004e
+# %% ../nbs/01_codecs.ipynb #00000050
 def _unknown(name):
     return ValueError(f"unknown codec {name!r}; known codecs: {', '.join(list_codecs())} (add one with register_codec)")
 
@@ -603,7 +606,7 @@ def parse_codec_spec(spec:str, # "name" or "name:value", e.g. "encodec_24khz:6",
     except ValueError: raise ValueError(f"in codec spec {spec!r}, {val!r} is not a valid {r['spec_param']} ({r['spec_type'].__name__})") from None
     return name, {r["spec_param"]: v}
 
-# %% ../nbs/01_codecs.ipynb #00000051
+# %% ../nbs/01_codecs.ipynb #00000053
 def load_codec(name:str|dict, # a registered name, a spec such as "encodec_24khz:6" / "dac_24khz:8", or a `codec.config`
                bandwidth:float=None, # EnCodec: kbps
                n_q:int=None, # levels to use
@@ -642,7 +645,7 @@ def _from_config(cfg, device):
         if "n_q" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()): kw["n_q"] = cfg.get("n_q")
     return load_codec(name, device=device, **kw)
 
-# %% ../nbs/01_codecs.ipynb #00000058
+# %% ../nbs/01_codecs.ipynb #0000005a
 def codebook_stats(codes, # one `[n_q, T]` tensor or a list of them (same n_q)
                    codebook_size:int, # entries per codebook (`K`)
                   ) -> tuple:
