@@ -208,7 +208,10 @@ class CooccurrenceCounter:
             idx = (torch.from_numpy(C.row.astype(np.int64)).to(self.device), torch.from_numpy(C.col.astype(np.int64)).to(self.device))
             self._t.index_put_(idx, torch.from_numpy(C.data).to(self._t), accumulate=True)
         elif self._dense is not None: self._dense[C.row, C.col] += C.data
-        else: self._counts = sp.csr_matrix(self._counts + M)  # sorted lazily, when `counts` is read
+        else:
+            self._counts = sp.csr_matrix(self._counts + M)  # sorted lazily, when `counts` is read
+            if 3 * self._counts.nnz >= self.shape[0] * self.shape[1]:  # csr now needs more than a dense array
+                self._dense, self._counts = self._counts.toarray(), None
 
     @property
     def shape(self): return (self.new[0] * self.new[1], self.old[0] * self.old[1])
@@ -237,11 +240,11 @@ def update(self:CooccurrenceCounter,
     fo = flat_codes(old_codes, *self.old, name="old_codes")
     fn = flat_codes(new_codes, *self.new, name="new_codes")
     if self.mode == "file": rec, nnz = (fn, fo), fn.size + fo.size
-    else:
+    else:  # overlaps are found when the buffer is folded (on the accumulator's device)
         tn = frame_times(fn.shape[1], self.new_frame_rate, new_times, "new_times")
         to = frame_times(fo.shape[1], self.old_frame_rate, old_times, "old_times")
-        i, j, w = _overlaps(tn, self.new_frame_rate, to, self.old_frame_rate, self.window)
-        rec, nnz = (fn, fo, i, j, w), i.size * self.old[0] + fn.size
+        per_frame = math.ceil((1 / self.new_frame_rate + 2 * self.window) * self.old_frame_rate) + 1
+        rec, nnz = (fn, fo, tn, to), fn.shape[1] * per_frame * self.old[0] + fn.size
     if seconds is None: seconds = fn.shape[1] / self.new_frame_rate
     if not (math.isfinite(seconds) and seconds >= 0): raise ValueError(f"seconds must be a duration >= 0; got {seconds!r}")
     self._buf.append(rec); self._buf_nnz += nnz
@@ -250,13 +253,41 @@ def update(self:CooccurrenceCounter,
     return self
 
 # %% ../nbs/02_counting.ipynb #00000025
-def _stack_aligned(buf):
+def _stack_aligned(buf, window, new_frame_rate, old_frame_rate):
     "Buffered aligned-mode files side by side: flat codes `[n_q, ΣT]` of both codecs, frame pairs in that frame axis, seconds."
     Tn, To = (np.array([r[k].shape[1] for r in buf]) for k in (0, 1))
     on, oo = np.cumsum(Tn) - Tn, np.cumsum(To) - To
+    ijw = [_overlaps(r[2], new_frame_rate, r[3], old_frame_rate, window) for r in buf]
     return (np.concatenate([r[0] for r in buf], axis=1), np.concatenate([r[1] for r in buf], axis=1),
-            np.concatenate([r[2] + o for r, o in zip(buf, on)]), np.concatenate([r[3] + o for r, o in zip(buf, oo)]),
-            np.concatenate([r[4] for r in buf]))
+            np.concatenate([i + o for (i, _, _), o in zip(ijw, on)]), np.concatenate([j + o for (_, j, _), o in zip(ijw, oo)]),
+            np.concatenate([w for _, _, w in ijw]))
+
+def _padded(arrays, fill, dev):
+    "Ragged numpy arrays (equal but the last axis) as one tensor `[len(arrays), ..., max length]` on `dev`."
+    a0 = arrays[0]
+    out = np.full((len(arrays),) + a0.shape[:-1] + (max(a.shape[-1] for a in arrays),), fill, a0.dtype)
+    for k, a in enumerate(arrays): out[k, ..., :a.shape[-1]] = a
+    return torch.from_numpy(out).to(dev)
+
+def _overlaps_torch(tn, T_new, to, new_frame_rate, old_frame_rate, window):
+    "`_overlaps` for a batch of files on one device: `tn` `[F, Ln]`, `to` `[F, Lo]` padded with +inf -> (file, new frame, old frame, seconds)."
+    F, Ln = tn.shape
+    dn, do = 1.0 / new_frame_rate, 1.0 / old_frame_rate
+    lo, hi = tn - window, (tn + dn) + window
+    s, order = torch.sort(to, dim=1, stable=True)
+    eps = QUANTUM / 4
+    first = torch.searchsorted(s, (lo - do) - eps, side="left")
+    n = (torch.searchsorted(s, hi + eps, side="right") - first).clamp_(min=0)
+    n = torch.where(torch.arange(Ln, device=tn.device) < T_new[:, None], n, 0).flatten()
+    total = int(n.sum())
+    rows = torch.repeat_interleave(torch.arange(F * Ln, device=tn.device), n, output_size=total)
+    k = first.flatten()[rows] + torch.arange(total, device=tn.device) - (torch.cumsum(n, 0) - n)[rows]
+    f, i = rows // Ln, rows % Ln
+    j = order[f, k]
+    t = to[f, j]
+    ov = torch.round((torch.minimum(hi.flatten()[rows], t + do) - torch.maximum(lo.flatten()[rows], t)) / QUANTUM) * QUANTUM
+    keep = ov > 0
+    return f[keep], i[keep], j[keep], ov[keep]
 
 def _fold_torch(c):
     "`fold` into a dense torch accumulator: index_add of all (new token, old token) triplets, or one matmul."
@@ -270,10 +301,11 @@ def _fold_torch(c):
             H.append(h.index_put_((t(rows), t(np.concatenate([r[k].ravel() for r in buf]))), torch.ones(len(rows), dtype=torch.float64, device=dev), accumulate=True))
         c._t.addmm_(H[0].T, H[1])
     else:
-        fn, fo, i, j, w = (t(x) for x in _stack_aligned(buf))
-        fo_j, w = fo[:, j], w.expand(fo.shape[0], -1).reshape(-1)
-        for level in fn:  # one new level at a time bounds the memory to n_q_old triplets per frame pair
-            c._t.view(-1).index_add_(0, (level[i] * Vo + fo_j).reshape(-1), w)
+        fn, fo, tn, to = (_padded([r[k] for r in buf], fill, dev) for k, fill in enumerate((0, 0, 0.0, np.inf)))
+        f, i, j, w = _overlaps_torch(tn, t(np.array([r[0].shape[1] for r in buf])), to, c.new_frame_rate, c.old_frame_rate, c.window)
+        fo_j, w = fo[f, :, j], w[:, None].expand(-1, fo.shape[1]).reshape(-1)  # [pairs, n_q_old]
+        for level in range(fn.shape[1]):  # one new level at a time bounds the memory to n_q_old triplets per frame pair
+            c._t.view(-1).index_add_(0, (fn[f, level, i][:, None] * Vo + fo_j).reshape(-1), w)
 
 @patch
 def fold(self:CooccurrenceCounter) -> CooccurrenceCounter:
@@ -286,7 +318,7 @@ def fold(self:CooccurrenceCounter) -> CooccurrenceCounter:
         if self._dense is not None: gram(Hn, Ho, out=self._dense); self._cache = None
         else: self._add_counts(gram(Hn, Ho))
     else:
-        fn, fo, i, j, w = _stack_aligned(self._buf)
+        fn, fo, i, j, w = _stack_aligned(self._buf, self.window, self.new_frame_rate, self.old_frame_rate)
         (qn, N), qo = fn.shape, fo.shape[0]
         Pn = sp.csr_matrix((np.ones(fn.size), (fn.ravel(), np.tile(np.arange(N), qn))), shape=(Vn, N))
         B = sp.csr_matrix((np.repeat(w, qo), (np.repeat(i, qo), fo[:, j].T.ravel())), shape=(N, Vo))  # A @ Po
@@ -312,7 +344,7 @@ def counts(self:CooccurrenceCounter) -> sp.csr_matrix:
             self._cache = sp.csr_matrix((self._t[r, c].cpu().numpy(), (r, c)), shape=self.shape)
     return self._cache
 
-# %% ../nbs/02_counting.ipynb #00000031
+# %% ../nbs/02_counting.ipynb #00000033
 @patch
 def save(self:CooccurrenceCounter,
          path, # destination, e.g. "counts.npz" (parent folders are created)
@@ -328,7 +360,7 @@ def save(self:CooccurrenceCounter,
                  indptr=M.indptr.astype(np.int64), shape=np.array(M.shape, dtype=np.int64))
     return path
 
-# %% ../nbs/02_counting.ipynb #00000032
+# %% ../nbs/02_counting.ipynb #00000034
 @patch(cls_method=True)
 def load(cls:CooccurrenceCounter,
          path, # an `.npz` written by `CooccurrenceCounter.save`
@@ -368,7 +400,7 @@ def load(cls:CooccurrenceCounter,
     c._set_counts(M); c.n_files, c.seconds = n_files, seconds
     return c
 
-# %% ../nbs/02_counting.ipynb #00000034
+# %% ../nbs/02_counting.ipynb #00000036
 def _config_diff(a, b): return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 @patch
@@ -395,15 +427,16 @@ def merge(self:CooccurrenceCounter,
 @patch
 def __add__(self:CooccurrenceCounter, other): return self.copy().merge(other)
 
-# %% ../nbs/02_counting.ipynb #00000037
-def _dist_context():
-    "(rank, world_size, we_initialised): joins torchrun's process group if one was launched but not initialised."
+# %% ../nbs/02_counting.ipynb #00000039
+def _dist_context(device=None):
+    "(rank, world_size, we_initialised): joins torchrun's process group (nccl if `device` is a GPU, else gloo) if launched but not initialised."
     import torch.distributed as dist
     if not dist.is_available(): return 0, 1, False
     if dist.is_initialized(): return dist.get_rank(), dist.get_world_size(), False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl": torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device(device or "cpu")
+        backend = "nccl" if device.type == "cuda" and torch.cuda.is_available() else "gloo"
+        if backend == "nccl": torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
         return dist.get_rank(), dist.get_world_size(), True
     return 0, 1, False
@@ -429,7 +462,7 @@ def all_reduce_counts(c:CooccurrenceCounter, # this rank's counter, summed in pl
     c._set_counts(sp.vstack(parts, format="csr"))
     return c
 
-# %% ../nbs/02_counting.ipynb #00000038
+# %% ../nbs/02_counting.ipynb #0000003a
 def _fingerprint(dataset):
     "Identify a dataset by its length and file names (so a moved corpus still matches)."
     names = [Path(p).name for p in getattr(dataset, "paths", [])]
@@ -454,7 +487,7 @@ def _check_resume(ck, fresh, path):
     if diff: raise ValueError(f"checkpoint {path} does not belong to this run {diff}: use another checkpoint path, "
                               f"or delete it to count from scratch")
 
-# %% ../nbs/02_counting.ipynb #00000039
+# %% ../nbs/02_counting.ipynb #0000003b
 def count_corpus(
     dataset, # `len(ds)` and `ds[i] -> (waveform, sample_rate, ...)`, e.g. `LibriTTS(root)`
     old_codec, # codec the model was trained with (`codecswap_nb.codecs` interface)
@@ -471,9 +504,9 @@ def count_corpus(
     n = len(dataset)
     if n == 0: raise ValueError("dataset is empty: nothing to count")
     if int(every) < 1 or int(batch_size) < 1: raise ValueError("every and batch_size must be >= 1")
-    rank, world, own = _dist_context()
     if isinstance(device, str) and device == "auto":
         device = new_codec.device if str(getattr(new_codec, "device", "cpu")).startswith("cuda") else None
+    rank, world, own = _dist_context(getattr(new_codec, "device", None))
     try:
         corpus = dict(n_items=n, fingerprint=_fingerprint(dataset), world_size=world, rank=rank, done=0, complete=False)
         c = CooccurrenceCounter((old_codec.n_q, old_codec.codebook_size), (new_codec.n_q, new_codec.codebook_size),
@@ -525,7 +558,7 @@ def count_corpus(
             import torch.distributed as dist
             dist.destroy_process_group()
 
-# %% ../nbs/02_counting.ipynb #0000003b
+# %% ../nbs/02_counting.ipynb #0000003d
 class ToyCodec:
     "Deterministic stand-in codec: per frame and level, the peak frequency in one band of 0-8 kHz, quantised."
     device = "cpu"

@@ -98,3 +98,19 @@ def test_unfinished_single_process_checkpoint_is_refused_by_two_ranks(tmp_path):
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "does not belong to this run" in r.stdout + r.stderr and "world_size" in r.stdout + r.stderr
+
+
+def test_backend_follows_the_codec_device(monkeypatch):
+    "Under torchrun, codecs on CPU join with gloo even where a GPU exists; codecs on a GPU join with nccl on their GPU."
+    import torch.distributed as dist
+    from codecswap_nb import counting
+    seen = []
+    for k, v in dict(WORLD_SIZE="2", RANK="0", LOCAL_RANK="1").items(): monkeypatch.setenv(k, v)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: seen.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.append(f"set_device({d})"))
+    for device in ("cpu", None, "cuda:0", "cuda"): assert counting._dist_context(device) == (0, 2, True)
+    assert seen == ["gloo", "gloo", "set_device(cuda:0)", "nccl", "set_device(1)", "nccl"]
