@@ -455,7 +455,6 @@ def module_from_state_dict(state:dict, # name -> tensor
                            layout, # a `transfer.TokenLayout`
                           ):
     "An `nn.Module` tree holding `state`, with `nn.Embedding`/`nn.Linear` modules where `layout` points."
-    import torch
     from torch import nn
     root = nn.Module()
     def node(path):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CODEC_SPECS', 'ENCODEC_CHECKPOINTS', 'ENCODEC_URL', 'KMEANS_RECIPE', 'exact_kernels', 'validate_codes', 'Codec',
            'nearest', 'kmeans_seed', 'kmeans', 'rvq_kmeans', 'corpus_speech', 'pretrained_location', 'fetch_pretrained',
-           'load_checkpoint', 'whitening', 'fold_affine', 'EncodecCodec', 'Encodec48Codec', 'right_context', 'DACCodec',
+           'read_weights', 'whitening', 'fold_affine', 'EncodecCodec', 'Encodec48Codec', 'right_context', 'DACCodec',
            'register_codec', 'list_codecs', 'parse_codec_spec', 'load_codec', 'codebook_stats']
 
 # %% ../nbs/01_codecs.ipynb #00000003
@@ -319,8 +319,8 @@ def fetch_pretrained(name:str, # a codec name from `CODEC_SPECS`
                             f"or use weights='random' (offline work) or weights=<path to a checkpoint>.")
 
 # %% ../nbs/01_codecs.ipynb #0000002f
-def load_checkpoint(path, # a `torch.save`d checkpoint file
-                   ) -> dict:
+def read_weights(path, # a `torch.save`d checkpoint file
+                ) -> dict:
     "A checkpoint file read with `torch.load(weights_only=True)` on the CPU."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -400,7 +400,7 @@ class EncodecCodec(Codec):
     def _load_weights(self, weights):
         if weights == "random": return self._random_init()
         path = fetch_pretrained(self.name) if weights == "pretrained" else Path(weights)
-        state = load_checkpoint(path)
+        state = read_weights(path)
         if not isinstance(state, dict) or "quantizer.vq.layers.0._codebook.embed" not in state:
             raise ValueError(f"{path} is not an EnCodec state dict (it has no quantizer codebooks): "
                              "save one with torch.save(codec.model.state_dict(), path)")
@@ -414,7 +414,7 @@ class EncodecCodec(Codec):
     def _random_init(self):
         path = _random_state_path(self.name, self.seed)
         if path.is_file():
-            self.model.load_state_dict(load_checkpoint(path)); return "random"
+            self.model.load_state_dict(read_weights(path)); return "random"
         r, vq = KMEANS_RECIPE, self.model.quantizer.vq
         feats = self._speech_frames(corpus_speech(self.sample_rate, r["frames"] / self.frame_rate))
         mu, M = whitening(feats, r["pca_dims"][self.name])
@@ -552,7 +552,7 @@ class DACCodec(Codec):
         self.model.eval().to(self.device)
 
     def _read(self, path):
-        ck = load_checkpoint(path)
+        ck = read_weights(path)
         if not isinstance(ck, dict): raise ValueError(f"{path} is not a DAC checkpoint (a dict with 'state_dict' and 'metadata')")
         kw = ck.get("metadata", {}).get("kwargs", {})
         for k in ("sample_rate", "n_codebooks", "encoder_rates", "codebook_size"):
