@@ -344,7 +344,7 @@ def counts(self:CooccurrenceCounter) -> sp.csr_matrix:
             self._cache = sp.csr_matrix((self._t[r, c].cpu().numpy(), (r, c)), shape=self.shape)
     return self._cache
 
-# %% ../nbs/02_counting.ipynb #00000035
+# %% ../nbs/02_counting.ipynb #00000037
 @patch
 def save(self:CooccurrenceCounter,
          path, # destination, e.g. "counts.npz" (parent folders are created)
@@ -360,7 +360,7 @@ def save(self:CooccurrenceCounter,
                  indptr=M.indptr.astype(np.int64), shape=np.array(M.shape, dtype=np.int64))
     return path
 
-# %% ../nbs/02_counting.ipynb #00000036
+# %% ../nbs/02_counting.ipynb #00000038
 @patch(cls_method=True)
 def load(cls:CooccurrenceCounter,
          path, # an `.npz` written by `CooccurrenceCounter.save`
@@ -400,7 +400,7 @@ def load(cls:CooccurrenceCounter,
     c._set_counts(M); c.n_files, c.seconds = n_files, seconds
     return c
 
-# %% ../nbs/02_counting.ipynb #00000038
+# %% ../nbs/02_counting.ipynb #0000003a
 def _config_diff(a, b): return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 @patch
@@ -427,7 +427,7 @@ def merge(self:CooccurrenceCounter,
 @patch
 def __add__(self:CooccurrenceCounter, other): return self.copy().merge(other)
 
-# %% ../nbs/02_counting.ipynb #0000003b
+# %% ../nbs/02_counting.ipynb #0000003d
 def _dist_context(device=None):
     "(rank, world_size, we_initialised): joins torchrun's process group (nccl if `device` is a GPU, else gloo) if launched but not initialised."
     import torch.distributed as dist
@@ -462,7 +462,7 @@ def all_reduce_counts(c:CooccurrenceCounter, # this rank's counter, summed in pl
     c._set_counts(sp.vstack(parts, format="csr"))
     return c
 
-# %% ../nbs/02_counting.ipynb #0000003c
+# %% ../nbs/02_counting.ipynb #0000003e
 def _fingerprint(dataset):
     "Identify a dataset by its length and file names (so a moved corpus still matches)."
     names = [Path(p).name for p in getattr(dataset, "paths", [])]
@@ -487,7 +487,7 @@ def _check_resume(ck, fresh, path):
     if diff: raise ValueError(f"checkpoint {path} does not belong to this run {diff}: use another checkpoint path, "
                               f"or delete it to count from scratch")
 
-# %% ../nbs/02_counting.ipynb #0000003d
+# %% ../nbs/02_counting.ipynb #0000003f
 def count_corpus(
     dataset, # `len(ds)` and `ds[i] -> (waveform, sample_rate, ...)`, e.g. `LibriTTS(root)`
     old_codec, # codec the model was trained with (`codecswap_nb.codecs` interface)
@@ -558,7 +558,7 @@ def count_corpus(
             import torch.distributed as dist
             dist.destroy_process_group()
 
-# %% ../nbs/02_counting.ipynb #0000003f
+# %% ../nbs/02_counting.ipynb #00000041
 class ToyCodec:
     "Deterministic stand-in codec: per frame and level, the peak frequency in one band of 0-8 kHz, quantised."
     device = "cpu"
