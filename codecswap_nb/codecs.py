@@ -10,7 +10,7 @@ __all__ = ['CODEC_SPECS', 'ENCODEC_CHECKPOINTS', 'ENCODEC_URL', 'KMEANS_RECIPE',
 
 # %% ../nbs/01_codecs.ipynb #00000003
 import inspect, math, os, warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -470,10 +470,13 @@ class Encodec48Codec(EncodecCodec):
         for job in jobs: groups.setdefault(job[3], []).append(job)              # equal lengths: no padding at all
         done = {}
         for m, js in groups.items():
+            # a last segment has its file's own length, and cuDNN plans every new shape: PyTorch's own kernels
+            # are much faster for those (same codes); whole segments share one shape and keep cuDNN
+            kernels = partial(torch.backends.cudnn.flags, enabled=False) if m != self.segment else nullcontext
             for b in range(0, len(js), batch_size):
                 part = js[b:b + batch_size]
                 batch = torch.stack([xs[i][:, s:s + m] for i, _, s, _ in part]).to(self.device)
-                with torch.inference_mode(), exact_kernels(): codes, scale = self.model._encode_frame(batch)
+                with torch.inference_mode(), exact_kernels(), kernels(): codes, scale = self.model._encode_frame(batch)
                 for k, (i, j, _, _) in enumerate(part): done[i, j] = (codes[k].to("cpu", torch.long).clone(), scale[k, 0].item())
         out = [[done[i, j] for j in range(len(self.segments(x.shape[-1])))] for i, x in enumerate(xs)]
         codes = [torch.cat([c for c, _ in o], 1) for o in out]
