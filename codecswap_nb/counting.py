@@ -134,22 +134,30 @@ def overlap_matrix(
     window:float=0.0, # seconds added on each side of every new frame
 ) -> sp.csr_matrix: # `(T_new, T_old)` overlap in seconds (multiples of `QUANTUM`)
     "Seconds of overlap of each widened new frame with each old frame."
-    rows, cols, ov = _overlaps(np.asarray(new_times, np.float64), new_frame_rate, np.asarray(old_times, np.float64), old_frame_rate, window)
-    return sp.csr_matrix((ov, (rows, cols)), shape=(len(new_times), len(old_times)))
+    tn, to = (torch.from_numpy(np.asarray(x, np.float64).reshape(1, -1)) for x in (new_times, old_times))
+    _, rows, cols, ov = _overlaps(tn, torch.tensor([tn.shape[1]]), to, new_frame_rate, old_frame_rate, window)
+    return sp.csr_matrix((ov.numpy(), (rows.numpy(), cols.numpy())), shape=(tn.shape[1], to.shape[1]))
 
-def _overlaps(tn, new_frame_rate, to, old_frame_rate, window):
-    "`overlap_matrix` as COO triplets `(new frame, old frame, seconds)`, only the positive ones."
+def _overlaps(tn, T_new, to, new_frame_rate, old_frame_rate, window):
+    "Positive overlaps of `F` files at once as (file, new frame, old frame, seconds), on the device of the inputs."
+    # tn `[F, Ln]` and to `[F, Lo]`: start times, rows padded (old ones with +inf); T_new `[F]`: real new frames
+    F, Ln = tn.shape
     dn, do = 1.0 / new_frame_rate, 1.0 / old_frame_rate
     lo, hi = tn - window, (tn + dn) + window
-    order = np.argsort(to, kind="stable")
-    s, eps = to[order], QUANTUM / 4  # candidates a hair wider than needed: exact overlaps filter them
-    first = np.searchsorted(s, (lo - do) - eps, side="left")
-    n = np.maximum(np.searchsorted(s, hi + eps, side="right") - first, 0)
-    rows = np.repeat(np.arange(len(tn)), n)
-    j = order[first[rows] + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
-    ov = _quantise(np.minimum(hi[rows], to[j] + do) - np.maximum(lo[rows], to[j]))
+    s, order = torch.sort(to, dim=1, stable=True)
+    eps = QUANTUM / 4  # candidates a hair wider than needed: exact overlaps filter them
+    first = torch.searchsorted(s, (lo - do) - eps, side="left")
+    n = (torch.searchsorted(s, hi + eps, side="right") - first).clamp_(min=0)
+    n = torch.where(torch.arange(Ln, device=tn.device) < T_new[:, None], n, 0).flatten()
+    total = int(n.sum())
+    rows = torch.repeat_interleave(torch.arange(F * Ln, device=tn.device), n, output_size=total)
+    k = first.flatten()[rows] + torch.arange(total, device=tn.device) - (torch.cumsum(n, 0) - n)[rows]
+    f, i = rows // Ln, rows % Ln
+    j = order[f, k]
+    t = to[f, j]
+    ov = torch.round((torch.minimum(hi.flatten()[rows], t + do) - torch.maximum(lo.flatten()[rows], t)) / QUANTUM) * QUANTUM
     keep = ov > 0
-    return rows[keep], j[keep], ov[keep]
+    return f[keep], i[keep], j[keep], ov[keep]
 
 # %% ../nbs/02_counting.ipynb #00000021
 FORMAT, FORMAT_VERSION = "codecswap_nb.counts", 1
@@ -253,15 +261,6 @@ def update(self:CooccurrenceCounter,
     return self
 
 # %% ../nbs/02_counting.ipynb #00000025
-def _stack_aligned(buf, window, new_frame_rate, old_frame_rate):
-    "Buffered aligned-mode files side by side: flat codes `[n_q, ΣT]` of both codecs, frame pairs in that frame axis, seconds."
-    Tn, To = (np.array([r[k].shape[1] for r in buf]) for k in (0, 1))
-    on, oo = np.cumsum(Tn) - Tn, np.cumsum(To) - To
-    ijw = [_overlaps(r[2], new_frame_rate, r[3], old_frame_rate, window) for r in buf]
-    return (np.concatenate([r[0] for r in buf], axis=1), np.concatenate([r[1] for r in buf], axis=1),
-            np.concatenate([i + o for (i, _, _), o in zip(ijw, on)]), np.concatenate([j + o for (_, j, _), o in zip(ijw, oo)]),
-            np.concatenate([w for _, _, w in ijw]))
-
 def _padded(arrays, fill, dev):
     "Ragged numpy arrays (equal but the last axis) as one tensor `[len(arrays), ..., max length]` on `dev`."
     a0 = arrays[0]
@@ -269,25 +268,11 @@ def _padded(arrays, fill, dev):
     for k, a in enumerate(arrays): out[k, ..., :a.shape[-1]] = a
     return torch.from_numpy(out).to(dev)
 
-def _overlaps_torch(tn, T_new, to, new_frame_rate, old_frame_rate, window):
-    "`_overlaps` for a batch of files on one device: `tn` `[F, Ln]`, `to` `[F, Lo]` padded with +inf -> (file, new frame, old frame, seconds)."
-    F, Ln = tn.shape
-    dn, do = 1.0 / new_frame_rate, 1.0 / old_frame_rate
-    lo, hi = tn - window, (tn + dn) + window
-    s, order = torch.sort(to, dim=1, stable=True)
-    eps = QUANTUM / 4
-    first = torch.searchsorted(s, (lo - do) - eps, side="left")
-    n = (torch.searchsorted(s, hi + eps, side="right") - first).clamp_(min=0)
-    n = torch.where(torch.arange(Ln, device=tn.device) < T_new[:, None], n, 0).flatten()
-    total = int(n.sum())
-    rows = torch.repeat_interleave(torch.arange(F * Ln, device=tn.device), n, output_size=total)
-    k = first.flatten()[rows] + torch.arange(total, device=tn.device) - (torch.cumsum(n, 0) - n)[rows]
-    f, i = rows // Ln, rows % Ln
-    j = order[f, k]
-    t = to[f, j]
-    ov = torch.round((torch.minimum(hi.flatten()[rows], t + do) - torch.maximum(lo.flatten()[rows], t)) / QUANTUM) * QUANTUM
-    keep = ov > 0
-    return f[keep], i[keep], j[keep], ov[keep]
+def _buffer_overlaps(c, dev):
+    "Frame overlaps of all files in `c`'s aligned-mode buffer, found on `dev`: (file, new frame, old frame, seconds)."
+    tn, to = (_padded([r[k] for r in c._buf], fill, dev) for k, fill in ((2, 0.0), (3, np.inf)))
+    T_new = torch.tensor([r[0].shape[1] for r in c._buf], device=dev)
+    return _overlaps(tn, T_new, to, c.new_frame_rate, c.old_frame_rate, c.window)
 
 def _fold_torch(c):
     "`fold` into a dense torch accumulator: index_add of all (new token, old token) triplets, or one matmul."
@@ -301,8 +286,8 @@ def _fold_torch(c):
             H.append(h.index_put_((t(rows), t(np.concatenate([r[k].ravel() for r in buf]))), torch.ones(len(rows), dtype=torch.float64, device=dev), accumulate=True))
         c._t.addmm_(H[0].T, H[1])
     else:
-        fn, fo, tn, to = (_padded([r[k] for r in buf], fill, dev) for k, fill in enumerate((0, 0, 0.0, np.inf)))
-        f, i, j, w = _overlaps_torch(tn, t(np.array([r[0].shape[1] for r in buf])), to, c.new_frame_rate, c.old_frame_rate, c.window)
+        fn, fo = (_padded([r[k] for r in buf], 0, dev) for k in (0, 1))
+        f, i, j, w = _buffer_overlaps(c, dev)
         fo_j, w = fo[f, :, j], w[:, None].expand(-1, fo.shape[1]).reshape(-1)  # [pairs, n_q_old]
         for level in range(fn.shape[1]):  # one new level at a time bounds the memory to n_q_old triplets per frame pair
             c._t.view(-1).index_add_(0, (fn[f, level, i][:, None] * Vo + fo_j).reshape(-1), w)
@@ -318,7 +303,10 @@ def fold(self:CooccurrenceCounter) -> CooccurrenceCounter:
         if self._dense is not None: gram(Hn, Ho, out=self._dense); self._cache = None
         else: self._add_counts(gram(Hn, Ho))
     else:
-        fn, fo, i, j, w = _stack_aligned(self._buf, self.window, self.new_frame_rate, self.old_frame_rate)
+        f, i, j, w = (x.numpy() for x in _buffer_overlaps(self, "cpu"))
+        fn, fo = (np.concatenate([r[k] for r in self._buf], axis=1) for k in (0, 1))  # files side by side
+        Tn, To = (np.array([r[k].shape[1] for r in self._buf]) for k in (0, 1))
+        i, j = i + (np.cumsum(Tn) - Tn)[f], j + (np.cumsum(To) - To)[f]  # frame indices in that frame axis
         (qn, N), qo = fn.shape, fo.shape[0]
         Pn = sp.csr_matrix((np.ones(fn.size), (fn.ravel(), np.tile(np.arange(N), qn))), shape=(Vn, N))
         B = sp.csr_matrix((np.repeat(w, qo), (np.repeat(i, qo), fo[:, j].T.ravel())), shape=(N, Vo))  # A @ Po
