@@ -9,7 +9,8 @@ import argparse, os, platform, time
 
 import torch
 
-from codecswap_nb.audio import default_corpus, LibriTTS, resample
+from codecswap_nb.audio import LibriTTS, resample
+from codecswap_nb.corpus import default_corpus
 from codecswap_nb.codecs import load_codec, parse_codec_spec
 
 CODECS = ["encodec_24khz:6", "encodec_48khz:6", "dac_16khz", "dac_24khz", "dac_44khz"]

@@ -32,7 +32,8 @@ class Subset:
 
 def corpus(n_files):
     "Offline corpus with at least `n_files` utterances in train-clean."
-    from codecswap_nb.audio import default_corpus, LibriTTS
+    from codecswap_nb.audio import LibriTTS
+    from codecswap_nb.corpus import default_corpus
     spk = 4
     while True:
         ds = LibriTTS(default_corpus(n_speakers=spk, n_utterances=max(1, -(-n_files * 2 // spk))), "train-clean")

@@ -216,7 +216,8 @@ def _say(args, *msg):
 
 def cmd_corpus(args):
     "Build (or reuse) the offline corpus in `args.out`."
-    from codecswap_nb.audio import make_corpus, LibriTTS
+    from codecswap_nb.audio import LibriTTS
+    from codecswap_nb.corpus import make_corpus
     root = make_corpus(args.out, n_speakers=args.speakers, n_utterances=args.utterances, seed=args.seed)
     sizes = ", ".join(f"{s}: {len(LibriTTS(root, s))} utterances" for s in ("train-clean", "dev-clean"))
     _say(args, f"corpus in {root} ({sizes})")

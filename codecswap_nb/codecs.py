@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CODEC_SPECS', 'ENCODEC_CHECKPOINTS', 'ENCODEC_URL', 'KMEANS_RECIPE', 'exact_kernels', 'validate_codes', 'Codec',
-           'nearest', 'kmeans_seed', 'kmeans', 'rvq_kmeans', 'corpus_speech', 'pretrained_location', 'fetch_pretrained',
-           'read_weights', 'whitening', 'fold_affine', 'EncodecCodec', 'Encodec48Codec', 'right_context', 'DACCodec',
-           'register_codec', 'list_codecs', 'parse_codec_spec', 'load_codec', 'codebook_stats']
+           'nearest', 'kmeans_seed', 'kmeans', 'rvq_kmeans', 'pretrained_location', 'fetch_pretrained', 'read_weights',
+           'whitening', 'fold_affine', 'EncodecCodec', 'Encodec48Codec', 'right_context', 'DACCodec', 'register_codec',
+           'list_codecs', 'parse_codec_spec', 'load_codec', 'codebook_stats']
 
 # %% ../nbs/03_codecs.ipynb #00000003
 import inspect, math, os, warnings
@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import as_waveform, atomic_write, cache_dir, default_corpus, load_audio, resample
+from .audio import as_waveform, atomic_write, cache_dir, resample
+from .corpus import corpus_speech
 
 # %% ../nbs/03_codecs.ipynb #00000007
 CODEC_SPECS = {
@@ -265,25 +266,6 @@ def rvq_kmeans(feats:torch.Tensor, # `[N, D]` vectors to quantise
         res -= q
         books.append(cb); uses.append(torch.bincount(idx, minlength=k))
     return torch.stack(books), torch.stack(uses)
-
-# %% ../nbs/03_codecs.ipynb #00000026
-def corpus_speech(sr:int, # sample rate wanted
-                  seconds:float=60.0, # at most this much audio in all
-                  subset:str="train-clean", # LibriTTS subset of the corpus
-                  root=None, # a corpus folder (`.../LibriTTS`, or the folder holding it); default `audio.default_corpus()`
-                 ) -> list:
-    "Waveforms `[1, n]` at `sr` from the offline corpus, files in sorted order, at most `seconds` in all."
-    root = Path(root) if root is not None else default_corpus()
-    d = next((p for p in (root / subset, root / "LibriTTS" / subset) if p.is_dir()), None)
-    if d is None: raise FileNotFoundError(f"no {subset} folder in {root}: build the offline corpus with audio.make_corpus")
-    files = sorted(d.rglob("*.wav"))
-    if not files: raise FileNotFoundError(f"no .wav files under {d}: build the offline corpus with audio.make_corpus")
-    out, total = [], 0
-    for f in files:
-        w, _ = load_audio(f, sr=sr)
-        out.append(w[:, :int(seconds * sr) - total]); total += out[-1].shape[-1]
-        if total >= seconds * sr: break
-    return out
 
 # %% ../nbs/03_codecs.ipynb #0000002a
 ENCODEC_CHECKPOINTS = {"encodec_24khz": "encodec_24khz-d7cc33bc.th", "encodec_48khz": "encodec_48khz-7e698e3e.th"}

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import LibriTTS, atomic_write, cache_dir, default_corpus
+from .audio import LibriTTS, atomic_write, cache_dir
+from .corpus import default_corpus
 from .audiolm import AudioLM, LMConfig, evaluate_nll, load_checkpoint, save_checkpoint, train_lm, unigram_entropy
 from .counting import CooccurrenceCounter
 from .transfer import TokenLayout, transfer_model

@@ -1,4 +1,4 @@
-"Tests of codecswap_nb.audio that need more than a notebook cell: processes, torchaudio parity."
+"Tests of codecswap_nb.audio and codecswap_nb.corpus that need more than a notebook cell: processes, torchaudio parity."
 import subprocess
 import sys
 import time
@@ -6,7 +6,8 @@ import time
 import pytest
 import torch
 
-from codecswap_nb.audio import LibriTTS, load_audio, make_corpus, save_audio
+from codecswap_nb.audio import LibriTTS, load_audio, save_audio
+from codecswap_nb.corpus import make_corpus
 
 
 def _files(root):
@@ -27,7 +28,7 @@ def corpus(tmp_path_factory):
 
 def test_concurrent_builds_agree(tmp_path, corpus):
     "Three fresh processes building one corpus at once leave exactly the files of an in-process build."
-    code = f"from codecswap_nb.audio import make_corpus; make_corpus({str(tmp_path)!r}, n_speakers=3, n_utterances=3, seed=7)"
+    code = f"from codecswap_nb.corpus import make_corpus; make_corpus({str(tmp_path)!r}, n_speakers=3, n_utterances=3, seed=7)"
     procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(3)]
     errs = [p.communicate()[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errs
@@ -48,7 +49,7 @@ def test_matches_torchaudio_libritts(corpus, monkeypatch):
 
 def test_killed_build_leaves_whole_files_and_resumes(tmp_path, corpus):
     "SIGKILL in the middle of a build: every file present is complete, and a re-run completes the corpus."
-    code = f"from codecswap_nb.audio import make_corpus; make_corpus({str(tmp_path)!r}, n_speakers=3, n_utterances=3, seed=7)"
+    code = f"from codecswap_nb.corpus import make_corpus; make_corpus({str(tmp_path)!r}, n_speakers=3, n_utterances=3, seed=7)"
     p = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 120
     while p.poll() is None and not list(tmp_path.rglob("*.wav")) and time.monotonic() < deadline: time.sleep(0.005)

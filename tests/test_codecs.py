@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from codecswap_nb import codecs
-from codecswap_nb.audio import cache_dir, default_corpus
+from codecswap_nb.audio import cache_dir
+from codecswap_nb.corpus import default_corpus
 from codecswap_nb.codecs import load_codec, pretrained_location
 
 torch.set_num_threads(1)
@@ -115,7 +116,8 @@ def test_bad_checkpoints(homes):
 _CHILD = """
 import json, sys, torch
 torch.set_num_threads(1)
-from codecswap_nb.codecs import load_codec, corpus_speech, _random_state_path
+from codecswap_nb.codecs import load_codec, _random_state_path
+from codecswap_nb.corpus import corpus_speech
 x = corpus_speech(24000, seconds=1.0, subset="dev-clean")[0]
 c = load_codec("encodec_24khz:24", weights="random", seed=7)
 print(json.dumps(dict(cached=str(_random_state_path("encodec_24khz", 7)), codes=c.encode(x, 24000).tolist())))
