@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CODEC_SPECS', 'ENCODEC_CHECKPOINTS', 'ENCODEC_URL', 'KMEANS_RECIPE', 'exact_kernels', 'validate_codes', 'Codec',
-           'nearest', 'kmeans_seed', 'kmeans', 'rvq_kmeans', 'pretrained_location', 'fetch_pretrained', 'read_weights',
-           'whitening', 'fold_affine', 'EncodecCodec', 'Encodec48Codec', 'right_context', 'DACCodec', 'register_codec',
-           'list_codecs', 'parse_codec_spec', 'load_codec', 'codebook_stats']
+           'pretrained_location', 'fetch_pretrained', 'read_weights', 'fold_affine', 'EncodecCodec', 'Encodec48Codec',
+           'right_context', 'DACCodec', 'register_codec', 'list_codecs', 'parse_codec_spec', 'load_codec',
+           'codebook_stats']
 
 # %% ../nbs/03_codecs.ipynb #00000003
 import inspect, math, os, warnings
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .audio import as_waveform, atomic_write, cache_dir, resample
 from .corpus import corpus_speech
+from .kmeans import rvq_kmeans, whitening
 
 # %% ../nbs/03_codecs.ipynb #00000007
 CODEC_SPECS = {
@@ -176,97 +177,6 @@ class Codec:
     def _encode(self, x:torch.Tensor) -> torch.Tensor: raise NotImplementedError("a Codec subclass implements _encode")
     def _decode(self, codes:torch.Tensor) -> torch.Tensor: raise NotImplementedError("a Codec subclass implements _decode")
 
-# %% ../nbs/03_codecs.ipynb #0000001b
-def nearest(x:torch.Tensor, # `[N, D]` rows
-            centroids:torch.Tensor, # `[k, D]`
-            chunk:int=4096, # rows per distance computation (bounds memory)
-           ):
-    "Index of and squared distance to the nearest centroid, for each row of `x` (chunked: memory `chunk x K`)."
-    c2, cT = centroids.pow(2).sum(1), centroids.T
-    idx, d = [], []
-    for xs in x.split(chunk):
-        m = torch.addmm(c2, xs, cT, alpha=-2).min(1)          # |c|^2 - 2 x.c: same argmin as the distance
-        idx.append(m.indices); d.append((m.values + xs.pow(2).sum(1)).clamp_min_(0))
-    return torch.cat(idx), torch.cat(d)
-
-# %% ../nbs/03_codecs.ipynb #0000001e
-def kmeans_seed(x:torch.Tensor, # `[N, D]` rows to draw from
-                k:int, # centroids wanted
-                seed:int=0, # seeds the draws
-                rounds:int=8, # batches to draw them in
-               ) -> torch.Tensor: # `[k, D]` rows of `x`
-    "k-means|| seeding: `k` rows of `x`, drawn in `rounds` batches with probability proportional to squared distance to those drawn."
-    g = torch.Generator().manual_seed(seed)
-    chosen = torch.randint(0, len(x), (1,), generator=g)
-    d = nearest(x, x[chosen])[1]
-    while len(chosen) < k:
-        m = min(math.ceil((k - 1) / rounds), k - len(chosen))
-        w = d.clone(); w[chosen] = 0
-        nz = int((w > 0).sum())
-        new = (torch.multinomial(w, min(m, nz), generator=g) if nz else
-               torch.randint(0, len(x), (m,), generator=g))          # fewer distinct rows than k: repeat some
-        chosen = torch.cat([chosen, new])
-        d = torch.minimum(d, nearest(x, x[new])[1])
-    return x[chosen].clone()
-
-# %% ../nbs/03_codecs.ipynb #0000001f
-def kmeans(x:torch.Tensor, # `[N, D]` rows to cluster
-           k:int, # centroids
-           iters:int=8, # Lloyd iterations
-           seed:int=0, # seeds the initial centroids
-           init:str="random", # "random" rows or "kmeans||" (`kmeans_seed`)
-           chunk:int=4096, # rows per distance computation (bounds memory)
-          ):
-    "Lloyd's k-means of the rows of `x` into `k` centroids -> (centroids `[k, D]`, cluster sizes `[k]`)."
-    n = x.shape[0]
-    if n == 0: raise ValueError("kmeans needs at least one sample")
-    if init not in ("random", "kmeans||"): raise ValueError(f"init must be 'random' or 'kmeans||', got {init!r}")
-    g = torch.Generator().manual_seed(seed)
-    cent = (kmeans_seed(x, k, seed) if init == "kmeans||" else
-            x[torch.randperm(n, generator=g)[:k] if n >= k else torch.randint(0, n, (k,), generator=g)].clone())
-    for it in range(iters + 1):
-        idx, d = nearest(x, cent, chunk)
-        sizes = torch.bincount(idx, minlength=k)
-        if it == iters: break
-        cent = torch.zeros_like(cent).index_add_(0, idx, x) / sizes.clamp_min(1)[:, None].to(x.dtype)
-        empty = (sizes == 0).nonzero()[:, 0]
-        if len(empty):                                 # re-seed dead clusters on the worst-fit samples
-            far = d.topk(min(len(empty), n)).indices
-            cent[empty[:len(far)]] = x[far]
-    return cent, sizes
-
-# %% ../nbs/03_codecs.ipynb #00000022
-def _loo_quantize(x, cent, idx):
-    "Quantise rows `x` that helped fit `cent` (row `i` in cluster `idx[i]`) as if they had not: own centroid left-one-out."
-    sizes = torch.bincount(idx, minlength=len(cent)).to(x.dtype)
-    n = sizes[idx][:, None]
-    loo = (cent[idx] * n - x) / (n - 1).clamp_min(1)                  # own centroid without this row
-    dist = (x.pow(2).sum(1, keepdim=True) - 2 * x @ cent.T + cent.pow(2).sum(1))
-    own = torch.where(n[:, 0] > 1, (x - loo).pow(2).sum(1), torch.full_like(n[:, 0], float("inf")))
-    dist.scatter_(1, idx[:, None], own[:, None])
-    j = dist.argmin(1)
-    return torch.where((j == idx)[:, None], loo, cent[j])
-
-def rvq_kmeans(feats:torch.Tensor, # `[N, D]` vectors to quantise
-               n_q:int, # levels
-               k:int, # entries per level
-               n_fit:int=2048, # rows (drawn anew for each level) each k-means is fitted on
-               iters:int=6, # Lloyd iterations per level
-               seed:int=0, # seeds the draws and the initial centroids
-              ) -> tuple:
-    "Residual k-means: level `l` is fitted to the residuals that levels `< l` leave -> (codebooks `[n_q, k, D]`, uses `[n_q, k]`)."
-    g = torch.Generator().manual_seed(seed)
-    res, books, uses = feats.float().clone(), [], []
-    for level in range(n_q):
-        fit = torch.randperm(len(res), generator=g)[:n_fit]            # a fresh subsample for every level
-        cb, _ = kmeans(res[fit], k, iters=iters, seed=seed * 1000 + level)
-        idx = nearest(res, cb)[0]
-        q = cb[idx]
-        q[fit] = _loo_quantize(res[fit], cb, idx[fit])                # honest residuals for the rows fitted on
-        res -= q
-        books.append(cb); uses.append(torch.bincount(idx, minlength=k))
-    return torch.stack(books), torch.stack(uses)
-
 # %% ../nbs/03_codecs.ipynb #0000002a
 ENCODEC_CHECKPOINTS = {"encodec_24khz": "encodec_24khz-d7cc33bc.th", "encodec_48khz": "encodec_48khz-7e698e3e.th"}
 ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
@@ -317,15 +227,6 @@ KMEANS_RECIPE = dict(frames=4500, pca_dims=dict(encodec_24khz=8, encodec_48khz=1
 def _random_state_path(name, seed):
     r = KMEANS_RECIPE
     return cache_dir("codecs") / f"{name}-seed{seed}-v2-pca{r['pca_dims'][name]}-kmeans{r['frames']}f{r['n_fit']}x{r['iters']}.pt"
-
-def whitening(feats:torch.Tensor, # `[N, D]` latents
-              dims:int, # principal directions to keep
-             ) -> tuple:
-    "(mean `[D]`, matrix `M` `[D, D]`) so that `(x - mean) @ M.T` keeps the top `dims` principal directions of `feats`, whitened."
-    mu = feats.mean(0)
-    _, S, V = torch.linalg.svd(feats - mu, full_matrices=False)
-    scale = (S[:dims] / math.sqrt(max(len(feats) - 1, 1))).clamp_min(1e-12)
-    return mu, V[:dims].T @ (V[:dims] / scale[:, None])
 
 def fold_affine(conv:torch.nn.Conv1d, # the encoder's last convolution, changed in place
                 mu:torch.Tensor, # `[D]` mean to subtract
