@@ -6,15 +6,14 @@
 __all__ = ['WEIGHTS_HELP', 'LIBRITTS_SUBSETS', 'STATE_SUFFIXES', 'DEMO_OPTIONS', 'UsageError', 'CLIParser', 'codec_spec',
            'positive_int', 'non_negative_float', 'codec_spec_str', 'build_parser', 'main', 'cmd_corpus',
            'is_libritts_root', 'open_dataset', 'dist_rank', 'resolve_device', 'codec_weights', 'checkpoint_path',
-           'cmd_count', 'level_stats', 'counts_summary', 'format_summary', 'plot_counts', 'cmd_inspect',
-           'module_from_state_dict', 'load_state', 'save_state', 'read_layout', 'cmd_transfer', 'cmd_demo']
+           'cmd_count', 'cmd_inspect', 'module_from_state_dict', 'load_state', 'save_state', 'read_layout',
+           'cmd_transfer', 'cmd_demo']
 
 # %% ../nbs/13_cli.ipynb #00000004
 import argparse, contextlib, json, os, sys, traceback
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 # %% ../nbs/13_cli.ipynb #00000007
 class UsageError(Exception):
@@ -316,107 +315,7 @@ def cmd_count(args):
     if talk: print(f"{out}: {c.n_files} files, {c.seconds:.1f} s of audio, {c.counts.nnz} non-zero pairs "
                    f"({old.name} → {new.name}, {args.mode})", flush=True)
 
-# %% ../nbs/13_cli.ipynb #00000029
-def level_stats(counts, # (n_q_new*K_new, n_q_old*K_old) co-occurrence counts, scipy.sparse or numpy
-                old:tuple[int, int], # (n_q, codebook_size) of the old codec
-                new:tuple[int, int], # (n_q, codebook_size) of the new codec
-               ) -> dict:
-    "Coverage, unseen rows and concentration (`top1`, `partners`) per level of a counts matrix."
-    (nq_o, K_o), (nq_n, K_n) = old, new
-    C = sp.csr_matrix(counts, dtype=np.float64)
-    if C.shape != (nq_n*K_n, nq_o*K_o):
-        raise ValueError(f"counts have shape {C.shape} but old {old} / new {new} codebooks need "
-                         f"{(nq_n*K_n, nq_o*K_o)}; the counts belong to other codecs")
-    C.eliminate_zeros()
-    seen_new = (np.asarray(C.sum(1)).ravel() > 0).reshape(nq_n, K_n)
-    seen_old = (np.asarray(C.sum(0)).ravel() > 0).reshape(nq_o, K_o)
-    top1, partners = np.full((nq_n, nq_o), np.nan), np.full((nq_n, nq_o), np.nan)
-    for m in range(nq_o):
-        B = C[:, m*K_o:(m+1)*K_o].tocsr()
-        tot = np.asarray(B.sum(1)).ravel()
-        mx = B.max(axis=1).toarray().ravel()
-        row = np.repeat(np.arange(B.shape[0]), np.diff(B.indptr))
-        p = B.data / tot[row]
-        H = np.bincount(row, weights=-p*np.log(p), minlength=B.shape[0]).reshape(nq_n, K_n)
-        tot, mx, seen = tot.reshape(nq_n, K_n), mx.reshape(nq_n, K_n), tot.reshape(nq_n, K_n) > 0
-        ok = seen.any(1)
-        top1[ok, m] = mx[ok].sum(1) / tot[ok].sum(1)
-        partners[ok, m] = (np.exp(H) * seen)[ok].sum(1) / seen[ok].sum(1)
-    return dict(new_coverage=seen_new.mean(1), old_coverage=seen_old.mean(1),
-                new_unseen=(~seen_new).sum(1), old_unseen=(~seen_old).sum(1), top1=top1, partners=partners)
-
-# %% ../nbs/13_cli.ipynb #0000002d
-def _shape(cfg:dict) -> tuple[int, int]:
-    "`(n_q, codebook_size)` of a codec config dict."
-    return int(cfg["n_q"]), int(cfg["codebook_size"])
-
-def counts_summary(counter, # a `CooccurrenceCounter`
-                  ) -> dict:
-    "JSON-able summary of a `CooccurrenceCounter`: run, vocabularies, coverage and concentration per level."
-    meta = counter.meta
-    old_cfg, new_cfg = meta.get("old_codec") or {}, meta.get("new_codec") or {}
-    old, new = tuple(counter.old), tuple(counter.new)
-    s = level_stats(counter.counts, old, new)
-    f = lambda a: [None if not np.isfinite(v) else round(float(v), 4) for v in np.ravel(a)]
-    return dict(
-        files=int(counter.n_files), seconds=float(counter.seconds), mode=counter.mode, window=counter.window,
-        old=dict(codec=old_cfg.get("name"), n_q=old[0], codebook_size=old[1], vocab=old[0]*old[1],
-                 coverage=float(np.mean(s["old_coverage"])), coverage_per_level=f(s["old_coverage"]),
-                 unseen=int(s["old_unseen"].sum())),
-        new=dict(codec=new_cfg.get("name"), n_q=new[0], codebook_size=new[1], vocab=new[0]*new[1],
-                 coverage=float(np.mean(s["new_coverage"])), coverage_per_level=f(s["new_coverage"]),
-                 unseen=int(s["new_unseen"].sum()), unseen_per_level=[int(v) for v in s["new_unseen"]]),
-        nonzero=int(sp.csr_matrix(counter.counts).nnz), total=float(counter.counts.sum()),
-        top1=[f(r) for r in s["top1"]], partners=[f(r) for r in s["partners"]])
-
-def format_summary(s:dict) -> str:
-    "A terminal-friendly rendering of `counts_summary`."
-    o, n = s["old"], s["new"]
-    lines = [f"{s['files']} files, {s['seconds']:.1f} s of audio; mode {s['mode']}, window {s['window']}",
-             f"{s['nonzero']} non-zero (new, old) pairs, total " +
-             (f"{s['total']:.1f} s of overlap (summed over level pairs)" if s["mode"] == "aligned" else f"{s['total']:.0f} pairs")]
-    for tag, v in (("old", o), ("new", n)):
-        lines.append(f"{tag} {v['codec']}: {v['n_q']} x {v['codebook_size']} = {v['vocab']} tokens, "
-                     f"coverage {v['coverage']:.1%}, never seen {v['unseen']}")
-    lines.append("new level  coverage  never seen  top1 (mean over old levels)  partners")
-    for l in range(n["n_q"]):
-        t = [v for v in s["top1"][l] if v is not None]; pp = [v for v in s["partners"][l] if v is not None]
-        t = f"{np.mean(t):.3f}" if t else "-"; pp = f"{np.mean(pp):.1f}" if pp else "-"
-        lines.append(f"{l:>9}  {n['coverage_per_level'][l]:>8.1%}  {n['unseen_per_level'][l]:>10}  {t:>27}  {pp:>8}")
-    return "\n".join(lines)
-
-# %% ../nbs/13_cli.ipynb #0000002f
-def plot_counts(counts, # (V_new, V_old) counts
-                old:tuple[int, int], new:tuple[int, int], # (n_q, codebook_size) of each codec
-                title:str="", # figure title
-               ):
-    "Figure: concentration per pair of levels, and the level-0 block of the counts."
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-    s = level_stats(counts, old, new)
-    C = sp.csr_matrix(counts, dtype=np.float64)
-    B = C[:new[1], :old[1]].toarray()
-    seen = np.flatnonzero(B.sum(1) > 0)
-    B = B[seen] / B[seen].sum(1, keepdims=True)               # share of each old partner, per seen new code
-    rank = np.empty(len(seen), dtype=int)
-    rank[np.lexsort((-B.max(1), B.argmax(1)))] = np.arange(len(seen))
-    r, o = np.nonzero(B)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    im = a.imshow(s["top1"], vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    a.set(xlabel="old level", ylabel="new level", title="top-1 share of co-occurrences")
-    a.xaxis.set_major_locator(MaxNLocator(integer=True)); a.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if s["top1"].size <= 64:
-        for (i, j), v in np.ndenumerate(s["top1"]):
-            if np.isfinite(v): a.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
-    fig.colorbar(im, ax=a)
-    sc = b.scatter(o, rank[r], c=B[r, o], s=3, cmap="magma_r", vmin=0, vmax=1, linewidths=0)
-    b.set(xlim=(-0.5, old[1] - 0.5), ylim=(len(seen) - 0.5, -0.5), xlabel="old code (level 0)",
-          ylabel="seen new codes (level 0), by best partner", title=f"partners of {len(seen)} of {new[1]} new codes")
-    fig.colorbar(sc, ax=b, label="share of the row")
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
+# %% ../nbs/13_cli.ipynb #59cd71b7
 def _save_fig(fig, path:Path):
     "Save `fig` atomically to `path` (format from the suffix)."
     import matplotlib.pyplot as plt
@@ -429,7 +328,7 @@ def _save_fig(fig, path:Path):
 # %% ../nbs/13_cli.ipynb #00000031
 def cmd_inspect(args):
     "Print a summary of a counts file; optionally save the heatmap."
-    from codecswap_nb.counting import CooccurrenceCounter
+    from codecswap_nb.counting import CooccurrenceCounter, counts_summary, format_summary, plot_counts
     plot = _out_path(args.plot, ".png", "--plot") if args.plot else None
     c = CooccurrenceCounter.load(args.counts)
     s = counts_summary(c)
