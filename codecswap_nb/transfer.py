@@ -5,17 +5,21 @@
 # %% ../nbs/10_transfer.ipynb #00000004
 from __future__ import annotations
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import nn
 
+from .audio import atomic_write
 from .embeddings import build_embeddings, build_head, default_level_map
 
 # %% auto #0
-__all__ = ['TokenLayout', 'token_ids', 'map_ids', 'get_path', 'codec_rows', 'transfer_model']
+__all__ = ['STATE_SUFFIXES', 'TokenLayout', 'token_ids', 'map_ids', 'get_path', 'codec_rows', 'transfer_model',
+           'module_from_state_dict', 'load_state', 'save_state', 'read_layout']
 
 # %% ../nbs/10_transfer.ipynb #00000007
 _KINDS = ("per_codebook", "stacked", "flat_vocab")
@@ -497,3 +501,107 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
     model.codec = new_codec
     report["new_layout"] = new_layout.to_dict()
     return report
+
+# %% ../nbs/10_transfer.ipynb #c9d351d2
+def module_from_state_dict(state:dict, # name -> tensor
+                           layout, # a `transfer.TokenLayout`
+                          ):
+    "An `nn.Module` tree holding `state`, with `nn.Embedding`/`nn.Linear` modules where `layout` points."
+    root = nn.Module()
+    def node(path):
+        m = root
+        for part in path:
+            if not hasattr(m, part) or getattr(m, part) is None: m.add_module(part, nn.Module())
+            m = getattr(m, part)
+            if not isinstance(m, nn.Module): raise ValueError(f"state_dict key clash at {'.'.join(path)}")
+        return m
+    def tensor(key):
+        if key not in state: raise ValueError(f"the layout names {key!r} but the state_dict has no such tensor; "
+                                              f"keys look like {sorted(state)[:5]}")
+        return state[key]
+    def linear(prefix):
+        w = tensor(f"{prefix}.weight"); b = state.get(f"{prefix}.bias")
+        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, dtype=w.dtype)
+        m.weight = nn.Parameter(w, requires_grad=False)
+        if b is not None: m.bias = nn.Parameter(b, requires_grad=False)
+        return m
+    def embedding(prefix):
+        w = tensor(f"{prefix}.weight")
+        m = nn.Embedding(w.shape[0], w.shape[1], dtype=w.dtype); m.weight = nn.Parameter(w, requires_grad=False)
+        return m
+    special, taken = {}, set()
+    for part, make in (("embeddings", embedding), ("heads", linear)):
+        path = getattr(layout, part)
+        if path in (None, "auto"):
+            if part == "embeddings" and layout.kind == "flat_vocab":
+                raise ValueError("a state_dict has no get_input_embeddings(): give 'embeddings' (a dotted path) in the layout spec")
+            continue
+        if layout.kind == "per_codebook":
+            mods = nn.ModuleList([make(f"{path}.{l}") for l in range(layout.n_q)])
+            extra = [k for k in state if k.startswith(f"{path}.{layout.n_q}.")]
+            if extra: raise ValueError(f"the state_dict has more than n_q={layout.n_q} tables under {path!r} ({extra[0]}): fix n_q in the layout")
+            special[path] = mods; taken |= {k for k in state if k.startswith(f"{path}.")}
+        elif layout.kind == "flat_vocab":
+            special[path] = make(path); taken |= {f"{path}.weight", f"{path}.bias"}
+        else:
+            special[path] = nn.Parameter(tensor(path), requires_grad=False); taken.add(path)
+    if layout.kind == "stacked" and layout.head_bias:
+        special[layout.head_bias] = nn.Parameter(tensor(layout.head_bias), requires_grad=False); taken.add(layout.head_bias)
+    for path, obj in special.items():
+        *parent, name = path.split(".")
+        p = node(parent)
+        if isinstance(obj, nn.Module): p.add_module(name, obj)
+        else: p.register_parameter(name, obj)
+    for k, v in state.items():
+        if k in taken: continue
+        *parent, name = k.split(".")
+        node(parent).register_buffer(name, v)
+    # tensors that shared storage in the file (tied embeddings/heads) are tied again
+    ptrs = {}
+    for mod_name, mod in root.named_modules():
+        for pname, p in list(mod.named_parameters(recurse=False)):
+            key = (p.data_ptr(), tuple(p.shape), p.dtype)
+            if key in ptrs: setattr(mod, pname, ptrs[key])
+            else: ptrs[key] = p
+    return root
+
+# %% ../nbs/10_transfer.ipynb #264cc9d4
+STATE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+def load_state(path:Path) -> tuple[dict, str|None, dict]:
+    "`(state_dict, wrapper_key, checkpoint)` from a torch or safetensors file; never unpickles code."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"--checkpoint {path}: no such file or folder")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try: sd = load_file(str(path))
+        except Exception as e: raise ValueError(f"--checkpoint {path}: not a readable safetensors file ({e})") from None
+        return sd, None, sd
+    try: obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"--checkpoint {path}: cannot be read as a torch state_dict with weights_only=True "
+                         f"(pickled code or a corrupt file?): {e}") from None
+    is_sd = lambda d: isinstance(d, dict) and d and all(isinstance(v, torch.Tensor) for v in d.values())
+    if is_sd(obj): return obj, None, obj
+    for k in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and is_sd(obj.get(k)): return obj[k], k, obj
+    raise ValueError(f"--checkpoint {path}: holds a {type(obj).__name__}, not a state_dict (name -> tensor), "
+                     "nor a dict with one under 'state_dict' or 'model'")
+
+def save_state(path:Path, state:dict, wrapper:str|None=None, ckpt:dict|None=None):
+    "Write `state` (wrapped back into `ckpt[wrapper]` when given) atomically as torch or safetensors."
+    path = Path(path)
+    with atomic_write(path) as f:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save
+            f.write(save({k: v.detach().cpu().clone().contiguous() for k, v in state.items()}))
+        else: torch.save(state if wrapper is None else {**ckpt, wrapper: state}, f)
+
+# %% ../nbs/10_transfer.ipynb #ca626d3a
+def read_layout(path:str) -> "TokenLayout":
+    "A `TokenLayout` from a JSON spec file."
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"--layout {path}: no such file")
+    try: spec = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"--layout {path}: not valid JSON ({e})") from None
+    return TokenLayout.from_dict(spec)
