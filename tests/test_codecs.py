@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from codecswap_nb import codecs
 from codecswap_nb.audio import cache_dir
-from codecswap_nb.corpus import default_corpus
+from codecswap_nb.corpus import corpus_speech, default_corpus
 from codecswap_nb.codecs import load_codec, pretrained_location
 
 torch.set_num_threads(1)
@@ -19,7 +18,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def speech():
     "Two seconds of a dev-clean speaker of the offline corpus, at 24 kHz."
-    return codecs.corpus_speech(24000, seconds=2.0, subset="dev-clean")[0][:, :24000]
+    return corpus_speech(24000, seconds=2.0, subset="dev-clean")[0][:, :24000]
 
 
 @pytest.fixture
