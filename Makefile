@@ -8,7 +8,7 @@ OUT ?= codecswap-demo
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test nbtest pytest check readme check-readme bench clean
+.PHONY: install demo test nbtest pytest check readme check-readme bench packaging-check clean
 
 $(BIN)/.installed: settings.ini setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
@@ -49,6 +49,10 @@ check-readme: install
 
 bench: install
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+## Non-editable install into a fresh venv, pip check, imports and the CLI from outside the repo (minutes)
+packaging-check: install
+	CODECSWAP_PACKAGING_TEST=1 $(BIN)/python -m pytest -q tests/test_packaging.py
 
 clean:
 	rm -rf $(OUT) _proc _docs build dist *.egg-info
