@@ -8,7 +8,7 @@ OUT ?= codecswap-demo
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test nbtest pytest check readme check-readme bench packaging-check clean
+.PHONY: install demo test nbtest pytest check readme check-readme bench docs packaging-check clean
 
 $(BIN)/.installed: settings.ini setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
@@ -49,6 +49,12 @@ check-readme: install
 
 bench: install
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+## HTML pages from the notebooks, with their outputs, in _docs/: nbdev_docs when `quarto` is on PATH (nbdev's
+## site), else tools/docs.py (nbconvert, no Quarto: executes the notebooks like nbdev_test, slow/gpu cells not run)
+docs: install
+	@if command -v quarto >/dev/null; then echo "quarto found: nbdev_docs"; $(BIN)/nbdev_docs; \
+	else echo "no quarto: tools/docs.py (nbconvert)"; $(BIN)/python tools/docs.py --jobs 2; fi
 
 ## Non-editable install into a fresh venv, pip check, imports and the CLI from outside the repo (minutes)
 packaging-check: install
