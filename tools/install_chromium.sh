@@ -9,7 +9,7 @@ if [ "$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null && sudo -n tr
 if ! command -v apt-get >/dev/null; then echo "chromium is missing and there is no apt-get: install Chromium and put it on PATH" >&2; exit 1; fi
 echo "installing chromium (apt-get)"
 start=$(date +%s)
-$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+$SUDO apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 chromium >/dev/null 2>&1 \
   || { echo "apt-get install chromium failed" >&2; exit 1; }
 command -v chromium >/dev/null || { echo "chromium installed but not on PATH" >&2; exit 1; }
 echo "$(chromium --version 2>/dev/null) installed in $(( $(date +%s) - start ))s"
