@@ -132,6 +132,9 @@ def test_rewrites_on_known_notebooks(tmp_path):
                 "md:## A part", "#| slow\nrun_for_hours()", "#| hide_input\nINPUT_HIDDEN = 2",
                 "md:<a href=\"index.ipynb\">home</a>")
     stage.cells[-2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="the output stays\n")]
+    stage.cells[2].outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "m0", "version_major": 2, "version_minor": 0},
+        "text/plain": "interactive(...)"})]
     nbformat.write(stage, nbs / "01_stage.ipynb")
     nbformat.write(_nb("md:# private"), nbs / "_private.ipynb")
     out = tmp_path / "site"
@@ -147,3 +150,4 @@ def test_rewrites_on_known_notebooks(tmp_path):
     assert "INPUT_HIDDEN" not in stage_html and "the output stays" in stage_html
     assert "run_for_hours" in stage_html, "a #| slow cell is shown (not run) in the pages"
     assert not (out / "_private.html").exists()
+    assert stage_html.count('class="docs-note"') == 1, "a widget output gets a note on where it works"

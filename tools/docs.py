@@ -123,6 +123,10 @@ def for_display(nb, tst_flags, executed):
                     v = o["data"][mime]; o["data"][mime] = rewrite_links(v if isinstance(v, str) else "".join(v))
         if not c.source.strip() and not c.get("outputs"): continue
         cells.append(c)
+        if any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in c.get("outputs", [])):
+            cells.append(nbformat.v4.new_markdown_cell(
+                "<p class=\"docs-note\">An interactive widget: this page shows it as it was when the page was built, "
+                "if your browser can load the ipywidgets JavaScript (from a CDN); to use it, run the notebook in JupyterLab.</p>"))
         why = skip_reason(nbformat.v4.new_code_cell(_src_with(dirs)), tst_flags) if executed else None
         if why:
             cells.append(nbformat.v4.new_markdown_cell(
@@ -146,7 +150,8 @@ CSS = """
   nav.docs-nav li a:hover { background: #eee; }
   nav.docs-nav li a[aria-current="page"] { background: #e3ecfa; font-weight: 600; }
   body.jp-Notebook > main { margin-left: 15rem; }
-  .docs-skipped { color: #8a5a00; font-size: 90%; font-style: italic; }
+  .docs-skipped, .docs-note { color: #8a5a00; font-size: 90%; font-style: italic; }
+  .jp-RenderedMarkdown pre { margin: 0 0 1em; padding: .4em .6em; background: #f5f5f5; }
   @media (max-width: 800px) { nav.docs-nav { position: static; width: auto; border-right: 0; }
     body.jp-Notebook > main { margin-left: 0; } }
 </style>
