@@ -4,11 +4,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= codecswap-demo
+BROWSER_TEST_OUT ?= browser-test-out
 # Tests and the demo run on CPU with small settings; cap threads so 2-core machines are not oversubscribed.
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test nbtest pytest check readme check-readme bench clean
+.PHONY: install demo test nbtest pytest check readme check-readme bench docs browser-test packaging-check clean
 
 $(BIN)/.installed: settings.ini setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
@@ -29,8 +30,9 @@ test: install nbtest pytest
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
+# tests/browser has its own target (it needs Chromium): `make browser-test`
 pytest: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --ignore=tests/browser
 
 ## CI checks: notebooks clean, module in sync with notebooks, README in sync with nbs/index.ipynb
 check: install
@@ -50,5 +52,24 @@ check-readme: install
 bench: install
 	@for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+## HTML pages from the notebooks, with their outputs, in _docs/: nbdev_docs when `quarto` is on PATH (nbdev's
+## site), else tools/docs.py (nbconvert, no Quarto: executes the notebooks like nbdev_test, slow/gpu cells not run)
+docs: install
+	@if command -v quarto >/dev/null; then echo "quarto found: nbdev_docs"; $(BIN)/nbdev_docs; \
+	else echo "no quarto: tools/docs.py (nbconvert)"; $(BIN)/python tools/docs.py --jobs 2; fi
+
+## The tutorial in a real JupyterLab in headless Chromium (installs chromium via apt when root, and playwright);
+## screenshots and report.json in $(BROWSER_TEST_OUT)/
+browser-test: install
+	@tools/install_chromium.sh
+	@$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/python -m pip install -q playwright
+	@start=$$(date +%s); \
+	CODECSWAP_BROWSER_TEST=1 BROWSER_TEST_OUT=$(BROWSER_TEST_OUT) $(BIN)/python -m pytest -q -s tests/browser; st=$$?; \
+	echo "browser test: $$(( $$(date +%s) - start ))s; screenshots in $(BROWSER_TEST_OUT)/"; exit $$st
+
+## Non-editable install into a fresh venv, pip check, imports and the CLI from outside the repo (minutes)
+packaging-check: install
+	CODECSWAP_PACKAGING_TEST=1 $(BIN)/python -m pytest -q tests/test_packaging.py
+
 clean:
-	rm -rf $(OUT) _proc _docs build dist *.egg-info
+	rm -rf $(OUT) _proc _docs build dist *.egg-info $(BROWSER_TEST_OUT)
