@@ -12,7 +12,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from codecswap_nb.counting import CooccurrenceCounter, ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import CooccurrenceCounter, count_corpus
 
 torch.set_num_threads(1)
 rng = np.random.default_rng(0)

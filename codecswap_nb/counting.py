@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['QUANTUM', 'FORMAT', 'FORMAT_VERSION', 'flat_codes', 'reference_counts', 'file_histograms', 'gram', 'frame_times',
-           'overlap_matrix', 'CooccurrenceCounter', 'all_reduce_counts', 'count_corpus', 'ToyCodec', 'level_stats',
+           'overlap_matrix', 'CooccurrenceCounter', 'all_reduce_counts', 'count_corpus', 'level_stats',
            'counts_summary', 'format_summary', 'plot_counts']
 
 # %% ../nbs/07_counting.ipynb #00000003
@@ -546,40 +546,6 @@ def count_corpus(
         if own:
             import torch.distributed as dist
             dist.destroy_process_group()
-
-# %% ../nbs/07_counting.ipynb #00000041
-class ToyCodec:
-    "Deterministic stand-in codec: per frame and level, the peak frequency in one band of 0-8 kHz, quantised."
-    device = "cpu"
-    def __init__(self, frame_rate:float=50.0, n_q:int=2, codebook_size:int=16, sample_rate:int=16000, name:str="toy"):
-        self.frame_rate, self.n_q, self.codebook_size = float(frame_rate), int(n_q), int(codebook_size)
-        self.sample_rate, self.name = int(sample_rate), name
-    @property
-    def vocab_size(self): return self.n_q * self.codebook_size
-    @property
-    def config(self): return dict(name=self.name, bandwidth=None, n_q=self.n_q, codebook_size=self.codebook_size,
-                                  sample_rate=self.sample_rate, frame_rate=self.frame_rate, weights="toy")
-    def frame_times(self, T:int) -> np.ndarray: return np.arange(T, dtype=np.float64) / self.frame_rate
-    def encode(self, wav, sr:int) -> torch.Tensor:
-        "Codes `[n_q, T]` of a waveform `[channels, n]` or `[n]` at `sr`."
-        x = torch.as_tensor(wav, dtype=torch.float64)
-        x = x.reshape(-1, x.shape[-1]).mean(0).numpy()
-        if sr != self.sample_rate:
-            m = max(1, round(len(x) * self.sample_rate / sr))
-            x = np.interp(np.arange(m) * sr / self.sample_rate, np.arange(len(x)), x)
-        hop = self.sample_rate / self.frame_rate
-        T, L = max(1, math.ceil(len(x) / hop)), math.ceil(hop)
-        starts = np.floor(np.arange(T) * hop).astype(np.int64)
-        x = np.pad(x, (0, starts[-1] + L - len(x)))
-        spec = np.abs(np.fft.rfft(x[starts[:, None] + np.arange(L)] * np.hanning(L), axis=1))
-        freqs, edges = np.fft.rfftfreq(L, 1 / self.sample_rate), np.linspace(0, min(8000, self.sample_rate / 2), self.n_q + 1)
-        codes = np.zeros((self.n_q, T), dtype=np.int64)
-        for l, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-            band = np.flatnonzero((freqs >= lo) & (freqs < hi))
-            peak = freqs[band[spec[:, band].argmax(1)]]
-            codes[l] = np.clip(np.floor((peak - lo) / (hi - lo) * self.codebook_size), 0, self.codebook_size - 1)
-        return torch.from_numpy(codes)
-    def encode_batch(self, wavs, sr:int, batch_size:int=8) -> list: return [self.encode(w, sr) for w in wavs]
 
 # %% ../nbs/07_counting.ipynb #53b70a6a
 def level_stats(counts, # (n_q_new*K_new, n_q_old*K_old) co-occurrence counts, scipy.sparse or numpy

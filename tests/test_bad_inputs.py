@@ -191,7 +191,7 @@ def adding_counts_of_other_codecs(t): counter() + counter(old=dict(OLD_CFG, name
 
 @case(ValueError, "does not belong to this run")
 def resuming_from_a_checkpoint_of_other_codecs(t):
-    from codecswap_nb.counting import ToyCodec
+    from codecswap_nb.codecs import ToyCodec
     rng = np.random.default_rng(0)
     ds = [(torch.from_numpy(0.1 * rng.standard_normal((1, 8000)).astype(np.float32)), 16000) for _ in range(3)]
     count_corpus(ds, ToyCodec(n_q=2), ToyCodec(n_q=3, frame_rate=75.0), checkpoint=t / "ck.npz", progress=False)

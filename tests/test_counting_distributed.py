@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from codecswap_nb.counting import CooccurrenceCounter, ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import CooccurrenceCounter, count_corpus
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -28,7 +29,8 @@ exec(DATASET)
 
 WORKER = DATASET + '''
 import sys, torch
-from codecswap_nb.counting import ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import count_corpus
 torch.set_num_threads(1)
 mode, window, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 device = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "none" else None  # "cpu": torch accumulator, all-reduced whole

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from codecswap_nb.counting import CooccurrenceCounter, ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import CooccurrenceCounter, count_corpus
 
 DATASET = '''
 import numpy as np, torch
@@ -27,7 +28,8 @@ exec(DATASET)
 
 SLOW_WORKER = DATASET + '''
 import sys, time, torch
-from codecswap_nb.counting import ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import count_corpus
 torch.set_num_threads(1)
 class SlowToy(ToyCodec):
     def encode_batch(self, wavs, sr, batch_size=8):
