@@ -6,16 +6,22 @@
 4. Peak memory when counting 10x more files (should stay flat: counting streams).
 Run: python benchmarks/counting.py   (about 1-2 minutes on one CPU core)
 """
-import time, tracemalloc
+import tempfile, time, tracemalloc
 from collections import defaultdict
 
 import numpy as np
 import torch
 
-from codecswap_nb.counting import CooccurrenceCounter, ToyCodec, count_corpus
+from codecswap_nb.codecs import CodecInfo, ToyCodec
+from codecswap_nb.counting import CooccurrenceCounter, count_corpus
 
 torch.set_num_threads(1)
 rng = np.random.default_rng(0)
+
+
+def info(n_q, K, frame_rate):
+    "The identity of a made-up codec that gives random codes."
+    return CodecInfo(f"random{n_q}x{K}", n_q, K, sample_rate=24000, frame_rate=frame_rate)
 
 
 def writeup_loop(files):
@@ -29,7 +35,7 @@ def writeup_loop(files):
 
 
 def file_mode(files, K=1024):
-    c = CooccurrenceCounter((1, K), (1, K), 75.0, 75.0, mode="file")
+    c = CooccurrenceCounter(info(1, K, 75.0), info(1, K, 75.0), mode="file")
     for o, n in files: c.update(o[None], n[None])
     return c.counts
 
@@ -53,9 +59,9 @@ files = [(torch.from_numpy(rng.integers(0, 1024, (8, int(SEC * FR_OLD)))),
 sync = lambda: torch.cuda.synchronize() if torch.cuda.is_available() else None
 for device in [None] + (["cuda"] if torch.cuda.is_available() else []):  # scipy on CPU; dense torch accumulator on GPU
     for window in (0.0, 0.02):
-        c = CooccurrenceCounter((8, 1024), (9, 1024), FR_OLD, FR_NEW, mode="aligned", window=window, device=device)
+        c = CooccurrenceCounter(info(8, 1024, FR_OLD), info(9, 1024, FR_NEW), mode="aligned", window=window, device=device)
         for o, n in files[:2]: c.update(o, n)  # warm-up (kernels, allocator), then count on a fresh counter
-        c.fold(); c = CooccurrenceCounter((8, 1024), (9, 1024), FR_OLD, FR_NEW, mode="aligned", window=window, device=device)
+        c.fold(); c = CooccurrenceCounter(info(8, 1024, FR_OLD), info(9, 1024, FR_NEW), mode="aligned", window=window, device=device)
         sync(); t0 = time.perf_counter()
         for o, n in files: c.update(o, n)
         c.fold(); sync(); dt = time.perf_counter() - t0
@@ -87,27 +93,16 @@ class Speechy:
         return (torch.from_numpy((x + 0.02 * g.standard_normal(len(t))).astype(np.float32))[None], sr)
 
 
-class Replay:
-    "Wraps a codec and replays the codes of audio it has already encoded (so the second mode is not encoded again)."
-    def __init__(self, codec): self.codec, self.memo = codec, {}
-    def __getattr__(self, k): return getattr(self.codec, k)
-    def encode_batch(self, wavs, sr, batch_size=8):
-        keys = [id(w) for w in wavs]  # the dataset below is a list of tensors, so each utterance keeps its id
-        todo = {k: w for k, w in zip(keys, wavs) if k not in self.memo}
-        self.memo.update(zip(todo, self.codec.encode_batch(list(todo.values()), sr, batch_size)))
-        return [self.memo[k] for k in keys]
-
-
 print(label)
 # Warm up first (codec kernels, cuBLAS, the accumulator's kernels) on other audio, so that one-off start-up costs
-# are not charged to either side; then encode each utterance once and replay its codes for the other settings.
+# are not charged to either side; then encode each utterance once, into a codes cache that the other settings read.
 N_FILES, BATCH = (64, 16) if DEVICE == "cuda" else (4, 4)
-count_corpus(Speechy(2), old_codec, new_codec, mode="aligned", window=0.02, batch_size=2, progress=False)
-count_corpus(Speechy(2), old_codec, new_codec, mode="file", batch_size=2, progress=False)
+count_corpus(Speechy(2), old_codec, new_codec, mode="aligned", window=0.02, batch_size=2, progress=False, cache=False)
+count_corpus(Speechy(2), old_codec, new_codec, mode="file", batch_size=2, progress=False, cache=False)
 ds = [Speechy(N_FILES + 2)[i] for i in range(2, N_FILES + 2)]
-old_r, new_r, enc = Replay(old_codec), Replay(new_codec), None
+cache, enc = tempfile.mkdtemp(prefix="codecswap-bench-"), None
 for mode, window in (("aligned", 0.0), ("aligned", 0.02), ("file", 0.0)):
-    c = count_corpus(ds, old_r, new_r, mode=mode, window=window, batch_size=BATCH, progress=False)
+    c = count_corpus(ds, old_codec, new_codec, mode=mode, window=window, batch_size=BATCH, progress=False, cache=cache)
     tm = c.timing; enc = enc or tm["encode_s"]
     print(f"  mode={mode:7s} window={window:4.2f}s: encode {enc:.2f} s, count {tm['count_s']*1e3:.1f} ms "
           f"-> counting = {100 * tm['count_s'] / enc:.2f}% of encode time ({c.seconds:.1f} s of audio, {N_FILES} files)")
@@ -118,7 +113,7 @@ print("\n== 4. peak memory (tracemalloc) when counting 10x more files")
 def peak(n_files, mode, shapes, T):
     (qo, Ko, fro), (qn, Kn, frn) = shapes
     g = np.random.default_rng(1)
-    c = CooccurrenceCounter((qo, Ko), (qn, Kn), fro, frn, mode=mode, fold_every=64)
+    c = CooccurrenceCounter(info(qo, Ko, fro), info(qn, Kn, frn), mode=mode, fold_every=64)
     tracemalloc.start()
     for _ in range(n_files):  # codes are generated on the fly, as count_corpus encodes them
         c.update(g.integers(0, Ko, (qo, int(T * fro))), g.integers(0, Kn, (qn, int(T * frn))))

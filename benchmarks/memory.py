@@ -55,7 +55,7 @@ def child(a):
     with torch.inference_mode(): old.encode(u.waveform, u.sample_rate); new.encode(u.waveform, u.sample_rate)
     before = rss_mb()
     t = time.perf_counter()
-    c = count_corpus(ds, old, new, batch_size=a.batch_size, progress=False)
+    c = count_corpus(ds, old, new, batch_size=a.batch_size, progress=False, cache=False)   # streams: no codes kept
     dt = time.perf_counter() - t
     M = c.counts
     marks = {k: v for k, v in ds.marks.items()}

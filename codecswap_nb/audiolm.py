@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save as safetensors_bytes
 from torch import nn
 
 from .audio import atomic_write
-from .codecs import validate_codes
+from .codecs import CodecInfo, codec_config, validate_codes
+from .encode import progress_bar
 
 # %% auto #0
 __all__ = ['IGNORE', 'TEXT_VOCAB', 'LMConfig', 'apply_delay', 'undo_delay', 'build_sequences', 'AudioLM', 'token_nll',
@@ -128,12 +129,6 @@ def build_sequences(
     return inp, seq.masked_fill(~valid, IGNORE)
 
 # %% ../nbs/11_audiolm.ipynb #00000016
-def _codec_spec(codec):
-    "JSON-able description of `codec`: its `.config`, a dict, a name or None."
-    if codec is None or isinstance(codec, (str, dict)): return codec
-    if hasattr(codec, "config") and isinstance(codec.config, dict): return dict(codec.config)
-    raise TypeError(f"model.codec must be a codec (with a .config dict), a dict, a name or None; got {type(codec).__name__}")
-
 class AudioLM(nn.Module):
     "Decoder-only transformer over `n_q` codebooks: summed per-level embeddings, per-level heads, delay pattern."
     def __init__(self, config: LMConfig):  # the model's hyper-parameters
@@ -167,8 +162,8 @@ class AudioLM(nn.Module):
         "The codec the tokens come from, as JSON (`codec.config` or a name); kept in sync with `config.codec`."
         return self._codec
     @codec.setter
-    def codec(self, value):  # a codec from `load_codec`, its `.config`, a name or None
-        self._codec = _codec_spec(value)
+    def codec(self, value):  # a codec from `load_codec`, a `CodecInfo`, a codec dict, a name or None
+        self._codec = codec_config(value)
         self.config.codec = self._codec
 
     @property
@@ -399,14 +394,13 @@ def train_lm(
     callback: Callable[[dict], bool | None] | None = None,  # called with each history record; return True to stop
     train_texts: Sequence[torch.Tensor] | None = None,  # text ids per train utterance (text-conditioned model)
     eval_texts: Sequence[torch.Tensor] | None = None,  # text ids per held-out utterance
-    progress: bool = False,  # show a tqdm progress bar
+    progress: bool = False,  # progress on stderr (`encode.progress_bar`)
     bf16: bool = False,  # bfloat16 autocast for the forward pass (CUDA only; evaluation stays float32)
 ) -> list[dict]:  # one record per evaluation: step, lr, train_loss (nats/token), seconds, held-out metrics
     "Train `model` (left in eval mode) on random crops of `train_codes`; deterministic for a seed; returns the loss history."
     if steps < 0 or eval_every < 1: raise ValueError(f"steps must be >= 0 and eval_every >= 1, got {steps}, {eval_every}")
     train_codes = check_codes(train_codes, model.n_q, model.codebook_size)
-    spec = _codec_spec(model.codec)
-    if frame_rate is None and isinstance(spec, dict): frame_rate = spec.get("frame_rate")
+    if frame_rate is None and isinstance(model.codec, dict): frame_rate = CodecInfo.of(model.codec).frame_rate
     if frame_rate is None and eval_codes is not None:
         raise ValueError("pass frame_rate= (codec.frame_rate): model.codec does not say it and bits/s need it")
     max_frames = model.pos.num_embeddings - (model.n_q - 1 if model.config.delay else 0)
@@ -436,10 +430,7 @@ def train_lm(
         history.append(r); run_loss, run_n = 0.0, 0
         return bool(callback(r)) if callback is not None else False
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="train LM", leave=False)
+    bar = progress_bar(steps, "train LM", "step", disable=not progress)
     model.train()
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # seeded dropout; caller's RNG restored after
         torch.manual_seed(seed)
@@ -459,11 +450,11 @@ def train_lm(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 opt.step(); sched.step()
                 run_loss += float(loss.detach()); run_n += 1
-                if bar is not None: bar.update(1); bar.set_postfix(loss=f"{run_loss / run_n:.3f}")
+                bar.set_postfix(loss=f"{run_loss / run_n:.3f}"); bar.update(1)
                 if (step + 1) % eval_every == 0 or step + 1 == steps: stop = record(step + 1)
         finally:
             for p, f in zip(body, grad_flags): p.requires_grad_(f)
-            if bar is not None: bar.close()
+            bar.close()
     if keep_best and best[1] is not None: model.load_state_dict(best[1])
     model.eval()
     return history
@@ -552,7 +543,7 @@ def model_config(
         if e.weight.shape[0] != model.embs[0].weight.shape[0] or h.weight.shape[0] != e.weight.shape[0]:
             raise ValueError(f"level {l}: embs has {e.weight.shape[0]} rows, heads {h.weight.shape[0]} outputs; "
                              f"all levels need K + n_special rows")
-    return dataclasses.replace(model.config, n_q=model.n_q, codebook_size=model.codebook_size, codec=_codec_spec(model.codec))
+    return dataclasses.replace(model.config, n_q=model.n_q, codebook_size=model.codebook_size, codec=model.codec)
 
 def save_checkpoint(
     model: AudioLM,  # the model to save

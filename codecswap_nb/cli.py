@@ -127,7 +127,10 @@ def build_parser() -> CLIParser:
     c.add_argument("--batch-size", type=positive_int, default=8, help="files encoded together")
     c.add_argument("--device", default="cpu", help="torch device; 'cuda' under torchrun means cuda:LOCAL_RANK")
     c.add_argument("--checkpoint", metavar="FILE.npz", help="partial counts (default: OUT with .partial.npz)")
-    c.add_argument("--every", type=positive_int, default=256, metavar="N", help="checkpoint every N files")
+    c.add_argument("--every", type=positive_int, default=256, metavar="N", help="checkpoint (and cache codes) every N files")
+    c.add_argument("--cache", metavar="DIR", help="keep both codecs' codes here for later runs (default: the package "
+                   "cache, $CODECSWAP_CACHE/codes); evaluation reads them back")
+    c.add_argument("--no-cache", action="store_true", help="keep no codes: a later run encodes again")
     c.add_argument("--resume", action="store_true", help="continue from the checkpoint of an interrupted run")
     c.add_argument("--seed", type=int, default=0, help="seed of random codec weights")
     _common(c, True)
@@ -304,8 +307,10 @@ def cmd_count(args):
     new = load_codec(new_name, **new_kw, weights=new_w, device=device, seed=args.seed)
     if talk and args.resume:
         print(f"resuming from {ckpt}" if ckpt.exists() or shard.exists() else f"no checkpoint at {ckpt}: counting from the start", flush=True)
+    if args.no_cache and args.cache: raise UsageError("--cache and --no-cache exclude each other")
+    cache = False if args.no_cache else Path(args.cache) if args.cache else True
     c = count_corpus(ds, old, new, mode=args.mode, window=args.window, batch_size=args.batch_size,
-                     checkpoint=ckpt, every=args.every, progress=talk)
+                     checkpoint=ckpt, every=args.every, progress=talk, cache=cache)
     if rank != 0: return
     c.save(out)
     ckpt.unlink(missing_ok=True)
@@ -334,7 +339,7 @@ def cmd_inspect(args):
     if args.json: print(json.dumps(s, indent=1))
     else: _say(args, f"{args.counts}\n{format_summary(s)}")
     if plot is not None:
-        _save_fig(plot_counts(c.counts, c.old, c.new, title=f"{s['old']['codec']} → {s['new']['codec']}"), plot)
+        _save_fig(plot_counts(c.counts, c.old.shape, c.new.shape, title=f"{s['old']['codec']} → {s['new']['codec']}"), plot)
         _say(args, f"heatmap: {plot}")
 
 # %% ../nbs/13_cli.ipynb #00000036
@@ -348,14 +353,6 @@ def _parse_options(items:list[str]) -> dict:
         try: opts[k.strip()] = json.loads(v)
         except json.JSONDecodeError: opts[k.strip()] = v
     return opts
-
-# %% ../nbs/13_cli.ipynb #0000003b
-def _meta_codec(meta:dict, side:str) -> dict:
-    "The `side` ('old'/'new') codec config recorded in a counter's meta."
-    for k in (f"{side}_codec", side):
-        if isinstance(meta.get(k), dict): return meta[k]
-    raise ValueError(f"the counts file records no {side} codec config (meta keys {sorted(meta)}): "
-                     "was it written by codecswap count / CooccurrenceCounter.save?")
 
 # %% ../nbs/13_cli.ipynb #0000003c
 def cmd_transfer(args):
@@ -371,20 +368,19 @@ def cmd_transfer(args):
         if args.layout is None: raise UsageError(f"--checkpoint {src} is a state_dict file: give its --layout SPEC.json")
         if out.suffix not in STATE_SUFFIXES: raise UsageError(f"--out {out}: use one of {', '.join(STATE_SUFFIXES)}")
     counter = CooccurrenceCounter.load(args.counts)
-    new_cfg = _meta_codec(counter.meta, "new")
     if reference:
         from codecswap_nb.audiolm import load_checkpoint, save_checkpoint
         model = load_checkpoint(src)
         layout = (read_layout(args.layout) if args.layout else
                   TokenLayout.per_codebook("embs", "heads", n_q=model.n_q, codebook_size=model.codebook_size,
                                            n_special=model.config.n_special, codec=model.codec))
-        report = transfer_model(model, counter, layout, new_cfg, method=args.method, **options)
+        report = transfer_model(model, counter, layout, counter.new, method=args.method, **options)
         save_checkpoint(model, out, extra={**getattr(model, "extra", {}), "transfer": report})
     else:
         layout = read_layout(args.layout)
         state, wrapper, ckpt = load_state(src)
         model = module_from_state_dict(state, layout)
-        report = transfer_model(model, counter, layout, new_cfg, method=args.method, **options)
+        report = transfer_model(model, counter, layout, counter.new, method=args.method, **options)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_state(out, model.state_dict(), wrapper, ckpt)
         _write_json(out.with_name(out.stem + ".layout.json"), report["new_layout"])

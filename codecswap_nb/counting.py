@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['QUANTUM', 'FORMAT', 'FORMAT_VERSION', 'flat_codes', 'reference_counts', 'file_histograms', 'gram', 'frame_times',
-           'overlap_matrix', 'CooccurrenceCounter', 'all_reduce_counts', 'count_corpus', 'ToyCodec', 'level_stats',
+           'overlap_matrix', 'Accumulator', 'DenseAccumulator', 'SparseAccumulator', 'TorchAccumulator',
+           'make_accumulator', 'CooccurrenceCounter', 'count_codes', 'all_reduce_counts', 'count_corpus', 'level_stats',
            'counts_summary', 'format_summary', 'plot_counts']
 
 # %% ../nbs/07_counting.ipynb #00000003
-import hashlib
 import json
 import math
 import os
@@ -21,10 +21,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from fastcore.basics import patch
-from tqdm.auto import tqdm
 
 from .audio import atomic_write
-from .codecs import validate_codes
+from .codecs import CodecInfo, validate_codes
+from .encode import encode_dataset, fingerprint, progress_bar, read_shards
 
 # %% ../nbs/07_counting.ipynb #00000007
 def flat_codes(
@@ -119,9 +119,10 @@ def frame_times(
     frame_rate:float, # frames per second
     times=None, # explicit start times (s), e.g. `codec.frame_times(T)`; default `arange(T)/frame_rate`
     name:str="times", # what to call `times` in error messages
+    offset:float=0.0, # seconds added to the regular grid (`CodecInfo.time_offset`)
 ) -> np.ndarray: # float64 `[T]` frame start times in seconds
-    "Frame start times: given ones checked against `T`, or a regular grid."
-    if times is None: return np.arange(T, dtype=np.float64) / frame_rate
+    "Frame start times: given ones checked against `T`, or a regular grid (plus `offset`)."
+    if times is None: return np.arange(T, dtype=np.float64) / frame_rate + offset
     t = np.asarray(times.detach().cpu() if isinstance(times, torch.Tensor) else times, dtype=np.float64)
     if t.shape != (T,): raise ValueError(f"{name} must give one start time per frame, shape ({T},); got {t.shape}")
     if not np.isfinite(t).all(): raise ValueError(f"{name} contains NaN or infinite start times")
@@ -160,36 +161,131 @@ def _overlaps(tn, T_new, to, new_frame_rate, old_frame_rate, window):
     keep = ov > 0
     return f[keep], i[keep], j[keep], ov[keep]
 
+# %% ../nbs/07_counting.ipynb #63741ad2
+def _backend_device(group=None):
+    "The device `torch.distributed` reduces on: the current GPU for nccl, else the CPU."
+    import torch.distributed as dist
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+def _reduced_rows(rows, shape, group, block):
+    "Sum dense row blocks `rows(start, stop)` over all ranks, `block` entries at a time: yields (start, summed numpy block)."
+    import torch.distributed as dist
+    dev, step = _backend_device(group), max(1, block // shape[1])
+    for s in range(0, shape[0], step):
+        blk = torch.from_numpy(np.ascontiguousarray(rows(s, s + step))).to(dev)
+        dist.all_reduce(blk, group=group)
+        yield s, blk.cpu().numpy()
+
+class Accumulator:
+    "The interface of the count totals: `add` a csr matrix, read `csr`, move `to` a device, `all_reduce` over processes."
+    kind, device, shape = "", None, (0, 0)
+    def add(self, M:sp.csr_matrix) -> "Accumulator": raise NotImplementedError
+    def csr(self) -> sp.csr_matrix: raise NotImplementedError
+    def max(self) -> float: raise NotImplementedError
+    def all_reduce(self, group=None, block:int=2**22): raise NotImplementedError
+    def add_gram(self, H_new, H_old) -> "Accumulator":
+        "Add `H_new.T @ H_old` (file mode); returns the accumulator that holds the counts now."
+        return self.add(gram(H_new, H_old))
+    def to(self, device=None, dense_limit:int=2**23) -> "Accumulator":
+        "The same counts in an accumulator on `device` (None: numpy/scipy on the CPU)."
+        return make_accumulator(self.shape, device, dense_limit).add(self.csr())
+
+class DenseAccumulator(Accumulator):
+    "Counts in a dense float64 numpy array."
+    kind, device = "dense", None
+    def __init__(self, shape): self.shape, self.a, self._csr = tuple(shape), np.zeros(shape), None
+    def add(self, M:sp.csr_matrix):
+        "Add csr `M` (no duplicate cells); returns the accumulator that holds the counts now."
+        C = M.tocoo(); self.a[C.row, C.col] += C.data; self._csr = None
+        return self
+    def add_gram(self, H_new, H_old):
+        gram(H_new, H_old, out=self.a); self._csr = None
+        return self
+    def csr(self) -> sp.csr_matrix:
+        if self._csr is None: self._csr = sp.csr_matrix(self.a)
+        return self._csr
+    def max(self) -> float: return float(self.a.max()) if self.a.size else 0.0
+    def all_reduce(self, group=None, block:int=2**22):
+        "Sum over all `torch.distributed` ranks, in place."
+        for s, blk in _reduced_rows(lambda i, j: self.a[i:j], self.shape, group, block): self.a[s:s + len(blk)] = blk
+        self._csr = None
+
+class SparseAccumulator(Accumulator):
+    "Counts in a scipy csr matrix that hands over to a dense array once a third full."
+    kind, device = "sparse", None
+    def __init__(self, shape): self.shape, self.m = tuple(shape), sp.csr_matrix(shape, dtype=np.float64)
+    def add(self, M:sp.csr_matrix):
+        "Add csr `M`; returns the accumulator that holds the counts now (a dense one past a third full)."
+        self.m = sp.csr_matrix(self.m + M)  # sorted lazily, when the counts are read
+        if 3 * self.m.nnz >= self.shape[0] * self.shape[1]: return DenseAccumulator(self.shape).add(self.m)
+        return self
+    def csr(self) -> sp.csr_matrix:
+        if not self.m.has_sorted_indices: self.m.sort_indices()
+        return self.m
+    def max(self) -> float: return float(self.m.data.max()) if self.m.nnz else 0.0
+    def all_reduce(self, group=None, block:int=2**22):
+        "Sum over all `torch.distributed` ranks (dense row blocks), in place."
+        M = self.csr()
+        self.m = sp.vstack([sp.csr_matrix(b) for _, b in _reduced_rows(lambda i, j: M[i:j].toarray(), self.shape, group, block)], format="csr")
+
+# %% ../nbs/07_counting.ipynb #c05433e5
+class TorchAccumulator(Accumulator):
+    "Counts in a dense float64 torch tensor on a device (e.g. a GPU)."
+    kind = "torch"
+    def __init__(self, shape, device):
+        self.shape, self.device, self._csr = tuple(shape), torch.device(device), None
+        self.t = torch.zeros(self.shape, dtype=torch.float64, device=self.device)
+    def add(self, M:sp.csr_matrix):
+        "Add csr `M` (no duplicate cells); returns `self`."
+        C, dev = M.tocoo(), self.device
+        idx = (torch.from_numpy(C.row.astype(np.int64)).to(dev), torch.from_numpy(C.col.astype(np.int64)).to(dev))
+        self.t.index_put_(idx, torch.from_numpy(C.data).to(self.t), accumulate=True); self._csr = None
+        return self
+    def add_flat(self, idx:torch.Tensor, w:torch.Tensor):
+        "Add weights `w` at flat cells `idx` (`row * V_old + col`, repeats allowed), on the device."
+        self.t.view(-1).index_add_(0, idx, w); self._csr = None
+    def add_outer(self, H_new:torch.Tensor, H_old:torch.Tensor):
+        "Add `H_new.T @ H_old` (dense per-file histograms on the device)."
+        self.t.addmm_(H_new.T, H_old); self._csr = None
+    def csr(self) -> sp.csr_matrix:
+        if self._csr is None:
+            r, c = (x.cpu().numpy() for x in self.t.nonzero(as_tuple=True))
+            self._csr = sp.csr_matrix((self.t[r, c].cpu().numpy(), (r, c)), shape=self.shape)
+        return self._csr
+    def max(self) -> float: return self.t.max().item()
+    def all_reduce(self, group=None, block:int=2**22):
+        "Sum over all `torch.distributed` ranks, in place: in one call when the tensor is where the backend reduces."
+        import torch.distributed as dist
+        if self.device.type == _backend_device(group).type: dist.all_reduce(self.t, group=group)
+        else:
+            for s, blk in _reduced_rows(lambda i, j: self.t[i:j].cpu().numpy(), self.shape, group, block):
+                self.t[s:s + len(blk)] = torch.from_numpy(blk).to(self.t)
+        self._csr = None
+
+def make_accumulator(shape:tuple, # `(V_new, V_old)`
+                     device=None, # a torch device: `TorchAccumulator` there; None: numpy/scipy on the CPU
+                     dense_limit:int=2**23, # CPU: dense when `V_new * V_old` is at most this, else sparse
+                    ):
+    "An empty accumulator for counts of `shape`: torch on `device`, else dense numpy or scipy csr by size."
+    if device is not None: return TorchAccumulator(shape, device)
+    return DenseAccumulator(shape) if shape[0] * shape[1] <= dense_limit else SparseAccumulator(shape)
+
 # %% ../nbs/07_counting.ipynb #00000021
-FORMAT, FORMAT_VERSION = "codecswap_nb.counts", 1
-
-def _vocab(v, name):
-    if isinstance(v, (int, np.integer)) or len(v) != 2 or min(int(v[0]), int(v[1])) < 1:
-        raise ValueError(f"{name} must be (n_q, codebook_size) with both >= 1, e.g. (8, 1024); got {v!r}")
-    return int(v[0]), int(v[1])
-
-def _positive(x, name):
-    if x is None or not (isinstance(x, (int, float, np.integer, np.floating)) and math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be a positive number of frames per second (codec.frame_rate); got {x!r}")
-    return float(x)
+FORMAT, FORMAT_VERSION = "codecswap_nb.counts", 2
 
 class CooccurrenceCounter:
     "Streaming co-occurrence counts: rows are new-codec flat token ids, columns old-codec ones."
     def __init__(self,
-                 old:tuple, # `(n_q, codebook_size)` of the old codec
-                 new:tuple, # `(n_q, codebook_size)` of the new codec
-                 old_frame_rate:float, # old codec frames per second
-                 new_frame_rate:float, # new codec frames per second
+                 old, # the old codec's identity: a codec, a `CodecInfo` or its dict (`CodecInfo.of`)
+                 new, # the new codec's identity
                  mode:str="aligned", # "aligned" (seconds of overlap) or "file" (pairs of occurrences per file)
                  window:float=0.0, # aligned mode: seconds added on each side of a new frame
-                 meta:dict=None, # JSON-able metadata saved with the counts (e.g. codec configs)
+                 meta:dict=None, # JSON-able run metadata saved with the counts (e.g. the corpus and progress)
                  fold_every:int=256, # fold the buffer into `counts` after this many files
                  dense_limit:int=2**23, # accumulate in a dense array when `V_new * V_old` is at most this
                  device=None, # torch device (e.g. "cuda") for a dense torch accumulator; None: numpy/scipy on CPU
                 ):
-        self.old, self.new = _vocab(old, "old"), _vocab(new, "new")
-        self.old_frame_rate = _positive(old_frame_rate, "old_frame_rate")
-        self.new_frame_rate = _positive(new_frame_rate, "new_frame_rate")
+        self.old, self.new = CodecInfo.of(old), CodecInfo.of(new)
         if mode not in ("aligned", "file"): raise ValueError(f"mode must be 'aligned' or 'file'; got {mode!r}")
         if not (isinstance(window, (int, float, np.integer, np.floating)) and math.isfinite(window) and window >= 0):
             raise ValueError(f"window must be a number of seconds >= 0; got {window!r}")
@@ -198,63 +294,45 @@ class CooccurrenceCounter:
         self.mode, self.window, self.meta, self.fold_every = mode, float(window), dict(meta or {}), int(fold_every)
         self.n_files, self.seconds = 0, 0.0
         self._buf, self._buf_nnz, self.dense_limit = [], 0, int(dense_limit)
-        self.device = None if device is None else torch.device(device)
-        self._set_counts(sp.csr_matrix(self.shape, dtype=np.float64))
-
-    def _set_counts(self, M):
-        "Replace the accumulated counts by the csr matrix `M`."
-        C, self._cache, self._dense, self._counts, self._t = M.tocoo(), None, None, None, None
-        if self.device is not None:
-            self._t = torch.zeros(self.shape, dtype=torch.float64, device=self.device)
-            self._t[torch.from_numpy(C.row.astype(np.int64)), torch.from_numpy(C.col.astype(np.int64))] = torch.from_numpy(C.data).to(self._t)
-        elif self.shape[0] * self.shape[1] <= self.dense_limit: self._dense = M.toarray()
-        else: self._counts = sp.csr_matrix(M, dtype=np.float64, copy=True); self._counts.sort_indices()
-
-    def _add_counts(self, M):
-        "Add the csr matrix `M` (no duplicate cells) to the accumulated counts."
-        C, self._cache = M.tocoo(), None
-        if self._t is not None:
-            idx = (torch.from_numpy(C.row.astype(np.int64)).to(self.device), torch.from_numpy(C.col.astype(np.int64)).to(self.device))
-            self._t.index_put_(idx, torch.from_numpy(C.data).to(self._t), accumulate=True)
-        elif self._dense is not None: self._dense[C.row, C.col] += C.data
-        else:
-            self._counts = sp.csr_matrix(self._counts + M)  # sorted lazily, when `counts` is read
-            if 3 * self._counts.nnz >= self.shape[0] * self.shape[1]:  # csr now needs more than a dense array
-                self._dense, self._counts = self._counts.toarray(), None
+        self._acc = make_accumulator(self.shape, device, self.dense_limit)
 
     @property
-    def shape(self): return (self.new[0] * self.new[1], self.old[0] * self.old[1])
+    def shape(self): return (self.new.vocab_size, self.old.vocab_size)
+    @property
+    def device(self): return self._acc.device
+    @property
+    def accumulator(self):
+        "The accumulator that holds the folded counts (`kind`: 'dense', 'sparse' or 'torch')."
+        return self._acc
 
     @property
     def config(self):
-        "Everything two counters must share to be added: vocabularies, frame rates, mode, window, codecs."
-        return dict(mode=self.mode, window=self.window, old=list(self.old), new=list(self.new),
-                    old_frame_rate=self.old_frame_rate, new_frame_rate=self.new_frame_rate, quantum=QUANTUM,
-                    old_codec=self.meta.get("old_codec"), new_codec=self.meta.get("new_codec"))
+        "Everything two counters must share to be added: both codecs' identities, mode, window, quantum."
+        return dict(mode=self.mode, window=self.window, old=self.old.to_dict(), new=self.new.to_dict(), quantum=QUANTUM)
 
     def __repr__(self):
-        return (f"CooccurrenceCounter(mode={self.mode!r}, window={self.window}, new={self.new}, old={self.old}, "
-                f"n_files={self.n_files}, seconds={self.seconds:.1f}, nnz={self.counts.nnz})")
+        return (f"CooccurrenceCounter({self.old.name} -> {self.new.name}, mode={self.mode!r}, window={self.window}, "
+                f"new={self.new.shape}, old={self.old.shape}, n_files={self.n_files}, seconds={self.seconds:.1f}, nnz={self.counts.nnz})")
 
 # %% ../nbs/07_counting.ipynb #00000023
 @patch
 def update(self:CooccurrenceCounter,
            old_codes, # old codec codes `[n_q_old, T_old]` of one utterance
            new_codes, # new codec codes `[n_q_new, T_new]` of the same utterance
-           old_times=None, # `[T_old]` frame start times (s), e.g. `old_codec.frame_times(T_old)` (aligned mode)
+           old_times=None, # `[T_old]` frame start times (s), e.g. `old_codec.frame_times(T_old)`; default: the regular grid
            new_times=None, # `[T_new]` frame start times (s) (aligned mode)
            seconds:float=None, # duration of the audio (default `T_new / new_frame_rate`)
           ) -> CooccurrenceCounter:
     "Count one utterance encoded by both codecs."
-    fo = flat_codes(old_codes, *self.old, name="old_codes")
-    fn = flat_codes(new_codes, *self.new, name="new_codes")
+    fo = flat_codes(old_codes, *self.old.shape, name="old_codes")
+    fn = flat_codes(new_codes, *self.new.shape, name="new_codes")
     if self.mode == "file": rec, nnz = (fn, fo), fn.size + fo.size
     else:  # overlaps are found when the buffer is folded (on the accumulator's device)
-        tn = frame_times(fn.shape[1], self.new_frame_rate, new_times, "new_times")
-        to = frame_times(fo.shape[1], self.old_frame_rate, old_times, "old_times")
-        per_frame = math.ceil((1 / self.new_frame_rate + 2 * self.window) * self.old_frame_rate) + 1
-        rec, nnz = (fn, fo, tn, to), fn.shape[1] * per_frame * self.old[0] + fn.size
-    if seconds is None: seconds = fn.shape[1] / self.new_frame_rate
+        tn = frame_times(fn.shape[1], self.new.frame_rate, new_times, "new_times", self.new.time_offset)
+        to = frame_times(fo.shape[1], self.old.frame_rate, old_times, "old_times", self.old.time_offset)
+        per_frame = math.ceil((1 / self.new.frame_rate + 2 * self.window) * self.old.frame_rate) + 1
+        rec, nnz = (fn, fo, tn, to), fn.shape[1] * per_frame * self.old.n_q + fn.size
+    if seconds is None: seconds = fn.shape[1] / self.new.frame_rate
     if not (math.isfinite(seconds) and seconds >= 0): raise ValueError(f"seconds must be a duration >= 0; got {seconds!r}")
     self._buf.append(rec); self._buf_nnz += nnz
     self.n_files += 1; self.seconds += float(_quantise(seconds, 2.0 ** -20))  # exact sum up to 2^33 s
@@ -273,11 +351,11 @@ def _buffer_overlaps(c, dev):
     "Frame overlaps of all files in `c`'s aligned-mode buffer, found on `dev`: (file, new frame, old frame, seconds)."
     tn, to = (_padded([r[k] for r in c._buf], fill, dev) for k, fill in ((2, 0.0), (3, np.inf)))
     T_new = torch.tensor([r[0].shape[1] for r in c._buf], device=dev)
-    return _overlaps(tn, T_new, to, c.new_frame_rate, c.old_frame_rate, c.window)
+    return _overlaps(tn, T_new, to, c.new.frame_rate, c.old.frame_rate, c.window)
 
-def _fold_torch(c):
-    "`fold` into a dense torch accumulator: index_add of all (new token, old token) triplets, or one matmul."
-    buf, dev, (Vn, Vo) = c._buf, c._t.device, c.shape
+def _fold_torch(c, acc):
+    "`fold` into a `TorchAccumulator`: index_add of all (new token, old token) triplets, or one matmul."
+    buf, dev, (Vn, Vo) = c._buf, acc.device, c.shape
     t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).to(dev)
     if c.mode == "file":
         H = []
@@ -285,24 +363,22 @@ def _fold_torch(c):
             rows = np.repeat(np.arange(len(buf)), [r[k].size for r in buf])
             h = torch.zeros(len(buf), V, dtype=torch.float64, device=dev)
             H.append(h.index_put_((t(rows), t(np.concatenate([r[k].ravel() for r in buf]))), torch.ones(len(rows), dtype=torch.float64, device=dev), accumulate=True))
-        c._t.addmm_(H[0].T, H[1])
+        acc.add_outer(H[0], H[1])
     else:
         fn, fo = (_padded([r[k] for r in buf], 0, dev) for k in (0, 1))
         f, i, j, w = _buffer_overlaps(c, dev)
         fo_j, w = fo[f, :, j], w[:, None].expand(-1, fo.shape[1]).reshape(-1)  # [pairs, n_q_old]
         for level in range(fn.shape[1]):  # one new level at a time bounds the memory to n_q_old triplets per frame pair
-            c._t.view(-1).index_add_(0, (fn[f, level, i][:, None] * Vo + fo_j).reshape(-1), w)
+            acc.add_flat((fn[f, level, i][:, None] * Vo + fo_j).reshape(-1), w)
 
 @patch
 def fold(self:CooccurrenceCounter) -> CooccurrenceCounter:
     "Add the buffered files to `counts`."
     if not self._buf: return self
     Vn, Vo = self.shape
-    if self._t is not None: _fold_torch(self)
+    if self._acc.kind == "torch": _fold_torch(self, self._acc)
     elif self.mode == "file":
-        Hn, Ho = _histograms([r[0] for r in self._buf], Vn), _histograms([r[1] for r in self._buf], Vo)
-        if self._dense is not None: gram(Hn, Ho, out=self._dense); self._cache = None
-        else: self._add_counts(gram(Hn, Ho))
+        self._acc = self._acc.add_gram(_histograms([r[0] for r in self._buf], Vn), _histograms([r[1] for r in self._buf], Vo))
     else:
         f, i, j, w = (x.numpy() for x in _buffer_overlaps(self, "cpu"))
         fn, fo = (np.concatenate([r[k] for r in self._buf], axis=1) for k in (0, 1))  # files side by side
@@ -311,27 +387,22 @@ def fold(self:CooccurrenceCounter) -> CooccurrenceCounter:
         (qn, N), qo = fn.shape, fo.shape[0]
         Pn = sp.csr_matrix((np.ones(fn.size), (fn.ravel(), np.tile(np.arange(N), qn))), shape=(Vn, N))
         B = sp.csr_matrix((np.repeat(w, qo), (np.repeat(i, qo), fo[:, j].T.ravel())), shape=(N, Vo))  # A @ Po
-        self._add_counts(sp.csr_matrix(Pn @ B))  # a product has no duplicate cells
-    self._buf, self._buf_nnz, self._cache = [], 0, None
-    if self._t is not None: top = self._t.max().item()
-    else: top = self._dense.max() if self._dense is not None else (self._counts.data.max() if self._counts.nnz else 0)
-    if top > 2.0 ** 53 * (QUANTUM if self.mode == "aligned" else 1):
+        self._acc = self._acc.add(sp.csr_matrix(Pn @ B))  # a product has no duplicate cells
+    self._buf, self._buf_nnz = [], 0
+    if self._acc.max() > 2.0 ** 53 * (QUANTUM if self.mode == "aligned" else 1):
         warnings.warn("a count passed the range where float64 sums are exact: results may now depend on summation order")
     return self
 
 @patch(as_prop=True)
 def counts(self:CooccurrenceCounter) -> sp.csr_matrix:
     "The counts so far, csr `(V_new, V_old)` float64 (folds the buffer first)."
-    self.fold()
-    if self._counts is not None:
-        if not self._counts.has_sorted_indices: self._counts.sort_indices()
-        return self._counts
-    if self._cache is None:
-        if self._dense is not None: self._cache = sp.csr_matrix(self._dense)
-        else:
-            r, c = (x.cpu().numpy() for x in self._t.nonzero(as_tuple=True))
-            self._cache = sp.csr_matrix((self._t[r, c].cpu().numpy(), (r, c)), shape=self.shape)
-    return self._cache
+    return self.fold()._acc.csr()
+
+@patch
+def to(self:CooccurrenceCounter, device=None) -> CooccurrenceCounter:
+    "Keep accumulating on `device` (a torch device; None: numpy/scipy on the CPU), in place."
+    self._acc = self.fold()._acc.to(device, self.dense_limit)
+    return self
 
 # %% ../nbs/07_counting.ipynb #00000037
 @patch
@@ -371,11 +442,11 @@ def load(cls:CooccurrenceCounter,
     except ValueError as e: raise ValueError(f"{bad}: unreadable header ({e})") from e
     if not isinstance(h, dict) or h.get("format") != FORMAT: raise ValueError(f"{bad} (format {h.get('format') if isinstance(h, dict) else None!r})")
     if h.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has counts format version {h.get('version')}; this codecswap_nb reads version {FORMAT_VERSION}")
+        old = " (version 1 stored no codec identities: count again)" if h.get("version") == 1 else ""
+        raise ValueError(f"{path} has counts format version {h.get('version')}; this codecswap_nb reads version {FORMAT_VERSION}{old}")
     try:
         cfg = h["config"]
-        c = cls(cfg["old"], cfg["new"], cfg["old_frame_rate"], cfg["new_frame_rate"], cfg["mode"], cfg["window"],
-                meta=h["meta"], fold_every=h.get("fold_every", 256), device=device)
+        c = cls(cfg["old"], cfg["new"], cfg["mode"], cfg["window"], meta=h["meta"], fold_every=h.get("fold_every", 256), device=device)
         n_files, seconds = int(h["n_files"]), float(h["seconds"])
     except (KeyError, TypeError, ValueError) as e: raise ValueError(f"{path} is corrupted: incomplete header ({e!r})") from e
     if cfg.get("quantum") != QUANTUM: raise ValueError(f"{path} was counted with quantum {cfg.get('quantum')}, expected {QUANTUM}")
@@ -386,18 +457,22 @@ def load(cls:CooccurrenceCounter,
         M.check_format(full_check=True)
     except (ValueError, TypeError) as e: raise ValueError(f"{path} is corrupted: invalid sparse matrix ({e})") from e
     if not (np.isfinite(M.data).all() and (M.data >= 0).all()): raise ValueError(f"{path} is corrupted: counts must be finite and >= 0")
-    c._set_counts(M); c.n_files, c.seconds = n_files, seconds
+    c._acc = c._acc.add(M); c.n_files, c.seconds = n_files, seconds
     return c
 
 # %% ../nbs/07_counting.ipynb #0000003a
-def _config_diff(a, b): return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+def _config_diff(a:CooccurrenceCounter, b:CooccurrenceCounter) -> list:
+    "What differs between two counters' configurations, as readable strings."
+    out = [f"{k} {getattr(a, k)!r} != {getattr(b, k)!r}" for k in ("mode", "window") if getattr(a, k) != getattr(b, k)]
+    for side in ("old", "new"): out += [f"{side}_codec {d}" for d in getattr(a, side).diff(getattr(b, side))]
+    return out
 
 @patch
 def copy(self:CooccurrenceCounter) -> CooccurrenceCounter:
     "An independent copy."
-    c = CooccurrenceCounter(self.old, self.new, self.old_frame_rate, self.new_frame_rate, self.mode, self.window,
-                            meta=json.loads(json.dumps(self.meta)), fold_every=self.fold_every, dense_limit=self.dense_limit, device=self.device)
-    c._set_counts(self.counts); c.n_files, c.seconds = self.n_files, self.seconds
+    c = CooccurrenceCounter(self.old, self.new, self.mode, self.window, meta=json.loads(json.dumps(self.meta)),
+                            fold_every=self.fold_every, dense_limit=self.dense_limit, device=self.device)
+    c._acc = c._acc.add(self.counts); c.n_files, c.seconds = self.n_files, self.seconds
     return c
 
 @patch
@@ -406,9 +481,10 @@ def merge(self:CooccurrenceCounter,
          ) -> CooccurrenceCounter:
     "Add `other`'s counts to this counter in place (same configuration required)."
     if not isinstance(other, CooccurrenceCounter): raise TypeError(f"can only merge a CooccurrenceCounter, not {type(other).__name__}")
-    diff = _config_diff(self.config, other.config)
-    if diff: raise ValueError(f"cannot merge counts with a different configuration {diff}: count both with the same codecs, mode and window")
-    self.fold()._add_counts(other.counts)
+    diff = _config_diff(self, other)
+    if diff: raise ValueError(f"cannot merge counts with a different configuration ({'; '.join(diff)}): "
+                              "count both with the same codecs, mode and window")
+    self._acc = self.fold()._acc.add(other.counts)
     self.n_files += other.n_files; self.seconds += other.seconds
     self.meta.pop("corpus", None)  # progress of one run does not describe the sum
     return self
@@ -417,6 +493,33 @@ def merge(self:CooccurrenceCounter,
 def __add__(self:CooccurrenceCounter, other): return self.copy().merge(other)
 
 # %% ../nbs/07_counting.ipynb #0000003d
+@patch
+def update_many(self:CooccurrenceCounter,
+                old_codes, # old-codec codes `[n_q_old, T]` per utterance: a list or a `CodeStore`
+                new_codes, # new-codec codes of the same utterances
+                old_codec=None, # the old codec, for its `frame_times`; None: the regular grid of `self.old`
+                new_codec=None, # the new codec
+                seconds=None, # duration of each utterance's audio (default: new frames / new frame rate)
+               ) -> CooccurrenceCounter:
+    "Count many utterances encoded by both codecs, with each codec's frame times."
+    if len(old_codes) != len(new_codes):
+        raise ValueError(f"{len(old_codes)} old-codec utterances but {len(new_codes)} new-codec ones: encode the same dataset with both codecs")
+    times = lambda codec, c: codec.frame_times(c.shape[-1]) if hasattr(codec, "frame_times") else None
+    for k, (o, w) in enumerate(zip(old_codes, new_codes)):
+        self.update(o, w, times(old_codec, o), times(new_codec, w), seconds=None if seconds is None else float(seconds[k]))
+    return self
+
+def count_codes(old_codes, # old-codec codes `[n_q_old, T]`, one per utterance (a list or a `CodeStore`)
+                new_codes, # new-codec codes of the same utterances
+                old_codec, # the old codec (identity and `frame_times`)
+                new_codec, # the new codec
+                mode:str="aligned", # "aligned" (overlapping frames) or "file" (whole utterances, the write-up)
+                window:float=0.0, # aligned mode: seconds added on each side of a new frame
+               ) -> CooccurrenceCounter:
+    "Co-occurrence counts of already-encoded utterances (no re-encoding)."
+    return CooccurrenceCounter(old_codec, new_codec, mode, window).update_many(old_codes, new_codes, old_codec, new_codec).fold()
+
+# %% ../nbs/07_counting.ipynb #0000003e
 def _dist_context(device=None):
     "(rank, world_size, we_initialised): joins torchrun's process group (nccl if `device` is a GPU, else gloo) if launched but not initialised."
     import torch.distributed as dist
@@ -432,64 +535,40 @@ def _dist_context(device=None):
 
 def all_reduce_counts(c:CooccurrenceCounter, # this rank's counter, summed in place
                       block:int=2**22, # most entries of one dense row block sent at a time
+                      group=None, # the process group (default: all ranks)
                      ) -> CooccurrenceCounter:
     "Sum a counter over all `torch.distributed` ranks (dense row blocks of at most `block` entries), in place."
     import torch.distributed as dist
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    tot = torch.tensor([c.n_files, c.seconds], dtype=torch.float64, device=dev)
-    dist.all_reduce(tot)
+    tot = torch.tensor([c.n_files, c.seconds], dtype=torch.float64, device=_backend_device(group))
+    dist.all_reduce(tot, group=group)
     c.n_files, c.seconds = int(tot[0].item()), float(tot[1].item())
-    if c.fold()._t is not None and c._t.device.type == dev.type:  # the dense accumulator is already where the backend wants it
-        dist.all_reduce(c._t); c._cache = None
-        return c
-    M, (Vn, Vo) = c.counts, c.shape
-    step, parts = max(1, block // Vo), []
-    for s in range(0, Vn, step):
-        blk = torch.from_numpy(M[s:s + step].toarray()).to(dev)
-        dist.all_reduce(blk)
-        parts.append(sp.csr_matrix(blk.cpu().numpy()))
-    c._set_counts(sp.vstack(parts, format="csr"))
+    c.fold().accumulator.all_reduce(group=group, block=block)
     return c
 
-# %% ../nbs/07_counting.ipynb #0000003e
-def _fingerprint(dataset):
-    "Identify a dataset by its length and file names (so a moved corpus still matches)."
-    names = [Path(p).name for p in getattr(dataset, "paths", [])]
-    return hashlib.sha1(("\n".join([str(len(dataset))] + names)).encode()).hexdigest()[:16]
-
-def _encode(codec, items, batch_size):
-    "Encode items with `codec.encode_batch`, grouping consecutive items that share a sample rate."
-    out, i = [], 0
-    while i < len(items):
-        j = i
-        while j < len(items) and items[j][1] == items[i][1]: j += 1
-        out += list(codec.encode_batch([it[0] for it in items[i:j]], items[i][1], batch_size=batch_size))
-        i = j
-    return out
-
 def _check_resume(ck, fresh, path):
-    diff = _config_diff(ck.config, fresh.config)
+    diff = _config_diff(ck, fresh)
     a, b = ck.meta.get("corpus", {}), fresh.meta["corpus"]
-    diff.update({k: (a.get(k), b[k]) for k in ("n_items", "fingerprint") if a.get(k) != b[k]})
-    if not a.get("complete"):
-        diff.update({k: (a.get(k), b[k]) for k in ("world_size", "rank") if a.get(k) != b[k]})
-    if diff: raise ValueError(f"checkpoint {path} does not belong to this run {diff}: use another checkpoint path, "
+    keys = ("n_items", "fingerprint") + (() if a.get("complete") else ("world_size", "rank", "every"))
+    diff += [f"{k} {a.get(k)!r} != {b[k]!r}" for k in keys if a.get(k) != b[k]]
+    if diff: raise ValueError(f"checkpoint {path} does not belong to this run ({'; '.join(diff)}): use the same codecs, "
+                              f"mode, window, corpus, --every and number of processes, another checkpoint path, "
                               f"or delete it to count from scratch")
 
 # %% ../nbs/07_counting.ipynb #0000003f
 def count_corpus(
     dataset, # `len(ds)` and `ds[i] -> (waveform, sample_rate, ...)`, e.g. `LibriTTS(root)`
-    old_codec, # codec the model was trained with (`codecswap_nb.codecs` interface)
+    old_codec, # codec the model was trained with (a `Codec` from `load_codec`)
     new_codec, # codec to switch to
     mode:str="aligned", # "aligned" or "file"
     window:float=0.0, # aligned mode: seconds added on each side of a new frame
     batch_size:int=8, # utterances per `encode_batch` call
-    checkpoint=None, # `.npz` path: save every `every` files, resume from it, hold the final counts
-    every:int=256, # files (per rank) between checkpoints
-    progress:bool=True, # show a progress bar (rank 0 only)
+    checkpoint=None, # `.npz` path: save after every shard, resume from it, hold the final counts
+    every:int=256, # files per shard (per rank): codes cache shards and checkpoints
+    progress:bool=True, # progress on stderr (rank 0 only)
     device="auto", # torch device to accumulate on; None: scipy on CPU; "auto": the new codec's device if a GPU, else None
+    cache=True, # codes cache, as in `encode_dataset`: True (`cache_dir("codes")`), a folder, or False
 ) -> CooccurrenceCounter:
-    "Encode every utterance of `dataset` with both codecs and count co-occurrences (resumable, distributed)."
+    "Encode every utterance of `dataset` with both codecs (`encode_dataset`) and count co-occurrences (resumable, distributed)."
     n = len(dataset)
     if n == 0: raise ValueError("dataset is empty: nothing to count")
     if int(every) < 1 or int(batch_size) < 1: raise ValueError("every and batch_size must be >= 1")
@@ -497,10 +576,9 @@ def count_corpus(
         device = new_codec.device if str(getattr(new_codec, "device", "cpu")).startswith("cuda") else None
     rank, world, own = _dist_context(getattr(new_codec, "device", None))
     try:
-        corpus = dict(n_items=n, fingerprint=_fingerprint(dataset), world_size=world, rank=rank, done=0, complete=False)
-        c = CooccurrenceCounter((old_codec.n_q, old_codec.codebook_size), (new_codec.n_q, new_codec.codebook_size),
-                                old_codec.frame_rate, new_codec.frame_rate, mode, window,
-                                meta=dict(old_codec=old_codec.config, new_codec=new_codec.config, corpus=corpus), device=device)
+        corpus_id = fingerprint(dataset)
+        corpus = dict(n_items=n, fingerprint=corpus_id, world_size=world, rank=rank, every=int(every), done=0, complete=False)
+        c = CooccurrenceCounter(old_codec, new_codec, mode, window, meta=dict(corpus=corpus), device=device)
         final = None if checkpoint is None else Path(checkpoint)
         shard = final if final is None or world == 1 else final.with_name(f"{final.stem}.rank{rank}of{world}{final.suffix}")
         if shard is not None:  # temporaries of a save that was killed half-way
@@ -512,27 +590,25 @@ def count_corpus(
             c = ck
         if shard is not None and shard != final and shard.exists():
             ck = CooccurrenceCounter.load(shard, device=device); _check_resume(ck, c, shard); c = ck
-        mine = range(rank, n, world)
-        done = c.meta["corpus"]["done"]
+        stores = [encode_dataset(dataset, codec, cache=cache, batch_size=int(batch_size), shard_size=int(every), rank=rank,
+                                 world_size=world, lazy=True, corpus_id=corpus_id) for codec in (old_codec, new_codec)]
+        mine = range(rank, stores[0].n_shards, world)
+        total, done, seen = sum(len(stores[0].items(s)) for s in mine), c.meta["corpus"]["done"], 0
         c.timing = dict(encode_s=0.0, count_s=0.0, save_s=0.0)
-        bar = tqdm(total=len(mine), initial=done, disable=not progress or rank != 0, desc=f"counting ({mode})", unit="file")
-        while done < len(mine):
-            stop = min(done + batch_size, (done // every + 1) * every, len(mine))
-            items = [dataset[i] for i in mine[done:stop]]
-            t0 = time.perf_counter()
-            co, cn = _encode(old_codec, items, batch_size), _encode(new_codec, items, batch_size)
-            t1 = time.perf_counter()
-            for it, o, w in zip(items, co, cn):
-                c.update(o, w, old_codec.frame_times(o.shape[-1]), new_codec.frame_times(w.shape[-1]),
-                         seconds=it[0].shape[-1] / it[1])
-            done = stop
-            c.meta["corpus"].update(done=done, complete=world == 1 and done == len(mine))
-            if done % every == 0 or done == len(mine): c.fold()
-            t2 = time.perf_counter()
-            if shard is not None and (done % every == 0 or done == len(mine)): c.save(shard)
-            c.timing["encode_s"] += t1 - t0; c.timing["count_s"] += t2 - t1; c.timing["save_s"] += time.perf_counter() - t2
-            bar.update(stop - bar.n)
-        bar.close()
+        with progress_bar(total, f"counting ({mode})", "file", initial=done, disable=not progress or rank != 0) as bar:
+            for s in mine:
+                seen += len(stores[0].items(s))
+                if seen <= done: continue   # counted before the interruption
+                t0 = time.perf_counter()
+                o, w = read_shards(stores, s)
+                t1 = time.perf_counter()
+                c.update_many(o.codes, w.codes, old_codec, new_codec, seconds=o.seconds)
+                c.meta["corpus"].update(done=seen, complete=world == 1 and seen == total)
+                c.fold()
+                t2 = time.perf_counter()
+                if shard is not None: c.save(shard)
+                c.timing["encode_s"] += t1 - t0; c.timing["count_s"] += t2 - t1; c.timing["save_s"] += time.perf_counter() - t2
+                bar.update(len(o.codes))
         if world > 1:
             import torch.distributed as dist
             all_reduce_counts(c)
@@ -546,40 +622,6 @@ def count_corpus(
         if own:
             import torch.distributed as dist
             dist.destroy_process_group()
-
-# %% ../nbs/07_counting.ipynb #00000041
-class ToyCodec:
-    "Deterministic stand-in codec: per frame and level, the peak frequency in one band of 0-8 kHz, quantised."
-    device = "cpu"
-    def __init__(self, frame_rate:float=50.0, n_q:int=2, codebook_size:int=16, sample_rate:int=16000, name:str="toy"):
-        self.frame_rate, self.n_q, self.codebook_size = float(frame_rate), int(n_q), int(codebook_size)
-        self.sample_rate, self.name = int(sample_rate), name
-    @property
-    def vocab_size(self): return self.n_q * self.codebook_size
-    @property
-    def config(self): return dict(name=self.name, bandwidth=None, n_q=self.n_q, codebook_size=self.codebook_size,
-                                  sample_rate=self.sample_rate, frame_rate=self.frame_rate, weights="toy")
-    def frame_times(self, T:int) -> np.ndarray: return np.arange(T, dtype=np.float64) / self.frame_rate
-    def encode(self, wav, sr:int) -> torch.Tensor:
-        "Codes `[n_q, T]` of a waveform `[channels, n]` or `[n]` at `sr`."
-        x = torch.as_tensor(wav, dtype=torch.float64)
-        x = x.reshape(-1, x.shape[-1]).mean(0).numpy()
-        if sr != self.sample_rate:
-            m = max(1, round(len(x) * self.sample_rate / sr))
-            x = np.interp(np.arange(m) * sr / self.sample_rate, np.arange(len(x)), x)
-        hop = self.sample_rate / self.frame_rate
-        T, L = max(1, math.ceil(len(x) / hop)), math.ceil(hop)
-        starts = np.floor(np.arange(T) * hop).astype(np.int64)
-        x = np.pad(x, (0, starts[-1] + L - len(x)))
-        spec = np.abs(np.fft.rfft(x[starts[:, None] + np.arange(L)] * np.hanning(L), axis=1))
-        freqs, edges = np.fft.rfftfreq(L, 1 / self.sample_rate), np.linspace(0, min(8000, self.sample_rate / 2), self.n_q + 1)
-        codes = np.zeros((self.n_q, T), dtype=np.int64)
-        for l, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-            band = np.flatnonzero((freqs >= lo) & (freqs < hi))
-            peak = freqs[band[spec[:, band].argmax(1)]]
-            codes[l] = np.clip(np.floor((peak - lo) / (hi - lo) * self.codebook_size), 0, self.codebook_size - 1)
-        return torch.from_numpy(codes)
-    def encode_batch(self, wavs, sr:int, batch_size:int=8) -> list: return [self.encode(w, sr) for w in wavs]
 
 # %% ../nbs/07_counting.ipynb #53b70a6a
 def level_stats(counts, # (n_q_new*K_new, n_q_old*K_old) co-occurrence counts, scipy.sparse or numpy
@@ -614,17 +656,15 @@ def level_stats(counts, # (n_q_new*K_new, n_q_old*K_old) co-occurrence counts, s
 def counts_summary(counter, # a `CooccurrenceCounter`
                   ) -> dict:
     "JSON-able summary of a `CooccurrenceCounter`: run, vocabularies, coverage and concentration per level."
-    meta = counter.meta
-    old_cfg, new_cfg = meta.get("old_codec") or {}, meta.get("new_codec") or {}
-    old, new = tuple(counter.old), tuple(counter.new)
+    old, new = counter.old.shape, counter.new.shape
     s = level_stats(counter.counts, old, new)
     f = lambda a: [None if not np.isfinite(v) else round(float(v), 4) for v in np.ravel(a)]
     return dict(
         files=int(counter.n_files), seconds=float(counter.seconds), mode=counter.mode, window=counter.window,
-        old=dict(codec=old_cfg.get("name"), n_q=old[0], codebook_size=old[1], vocab=old[0]*old[1],
+        old=dict(codec=counter.old.name, n_q=old[0], codebook_size=old[1], vocab=old[0]*old[1],
                  coverage=float(np.mean(s["old_coverage"])), coverage_per_level=f(s["old_coverage"]),
                  unseen=int(s["old_unseen"].sum())),
-        new=dict(codec=new_cfg.get("name"), n_q=new[0], codebook_size=new[1], vocab=new[0]*new[1],
+        new=dict(codec=counter.new.name, n_q=new[0], codebook_size=new[1], vocab=new[0]*new[1],
                  coverage=float(np.mean(s["new_coverage"])), coverage_per_level=f(s["new_coverage"]),
                  unseen=int(s["new_unseen"].sum()), unseen_per_level=[int(v) for v in s["new_unseen"]]),
         nonzero=int(sp.csr_matrix(counter.counts).nnz), total=float(counter.counts.sum()),

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .codecs import CodecInfo
+
 # %% ../nbs/09_embeddings.ipynb #00000007
 def _is_counter(x): return hasattr(x, 'counts') and hasattr(x, 'meta')
 
@@ -40,27 +42,22 @@ def as_csr(counts, # (V_new, V_old) scipy.sparse, numpy, torch, or a counter wit
 
 # %% ../nbs/09_embeddings.ipynb #0000000a
 def _shape_from(x):
-    "(n_q, K) from a pair, a codec, or a codec-config dict; None if it holds none."
+    "`(n_q, K)` of an explicit pair, or of anything `CodecInfo.of` takes; None for None."
     if x is None: return None
-    if isinstance(x, dict):
-        return (int(x['n_q']), int(x['codebook_size'])) if 'n_q' in x and 'codebook_size' in x else None
-    if hasattr(x, 'n_q') and hasattr(x, 'codebook_size'): return int(x.n_q), int(x.codebook_size)
-    if isinstance(x, (tuple, list)) and len(x) == 2: return int(x[0]), int(x[1])
-    return None
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2: raise ValueError(f"a codec shape is (n_q, codebook_size), got {x!r}")
+        return int(x[0]), int(x[1])
+    return CodecInfo.of(x).shape
 
-def token_shapes(counts=None, # a CooccurrenceCounter, or anything else (ignored)
+def token_shapes(counts=None, # a CooccurrenceCounter (its `old`/`new` `CodecInfo`s), or anything else (ignored)
                  old=None, new=None, # explicit (n_q, K) pairs
-                 old_codec=None, new_codec=None, # codecs with `n_q` and `codebook_size`
+                 old_codec=None, new_codec=None, # codecs, `CodecInfo`s or codec dicts
                 )->tuple: # (old, new), each (n_q, K) or None
-    "Shapes `(n_q, K)` of the old and new codec from explicit args, codecs, or a counter's attributes / meta."
+    "Shapes `(n_q, K)` of the old and new codec from explicit pairs, codecs, or a counter's codec infos."
     res = []
     for side, given, codec in (('old', old, old_codec), ('new', new, new_codec)):
         s = _shape_from(given) or _shape_from(codec)
-        if s is None and _is_counter(counts):
-            meta = counts.meta or {}
-            for cand in (getattr(counts, side, None), meta.get(side), meta.get(f'{side}_shape'),
-                         meta.get(f'{side}_codec'), meta.get(f'{side}_config')):
-                if (s := _shape_from(cand)) is not None: break
+        if s is None and isinstance(getattr(counts, side, None), CodecInfo): s = getattr(counts, side).shape
         res.append(s)
     return tuple(res)
 
@@ -260,6 +257,9 @@ def codec_counts(ids, # new flat token ids to render
     ctx = np.zeros(nq, dtype=np.int64) if context is None else np.asarray(context, dtype=np.int64).ravel()
     if ctx.shape != (nq,): raise ValueError(f"context must hold one code per new level ({nq}), got shape {ctx.shape}")
     if span < 2: raise ValueError(f"codec_span must be >= 2 frames, got {span}")
+    too_short = ValueError(f"codec_span={span} new frames is too short to hold an old frame "
+                           f"({new_codec.frame_rate} vs {old_codec.frame_rate} frames/s): increase codec_span")
+    if span / new_codec.frame_rate < 1 / old_codec.frame_rate: raise too_short
     rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for i in range(0, ids.size, chunk):                             # one decode call per chunk of tokens
         sub = ids[i:i + chunk]; n = sub.size
@@ -271,9 +271,7 @@ def codec_counts(ids, # new flat token ids to render
         pos = t * new_codec.frame_rate / span                      # old frame centres, in segments
         seg = np.floor(pos).astype(np.int64); frac = pos - seg
         keep = (seg < n) & (frac >= 0.25) & (frac <= 0.75)          # only the middle half of each segment
-        if np.bincount(seg[keep], minlength=n)[:n].min() == 0:
-            raise ValueError(f"codec_span={span} new frames is too short to hold an old frame "
-                             f"({new_codec.frame_rate} vs {old_codec.frame_rate} frames/s): increase codec_span")
+        if np.bincount(seg[keep], minlength=n)[:n].min() == 0: raise too_short
         rows.append(np.broadcast_to(sub[seg[keep]], (oq, keep.sum())).ravel())
         cols.append((np.arange(oq)[:, None] * oK + oc[:, keep]).ravel())
     rows, cols = np.concatenate(rows), np.concatenate(cols)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -18,97 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import LibriTTS, atomic_write, cache_dir
+from .audio import LibriTTS, atomic_write
 from .corpus import default_corpus
 from .audiolm import AudioLM, LMConfig, evaluate_nll, load_checkpoint, save_checkpoint, train_lm, unigram_entropy
-from .counting import CooccurrenceCounter
+from .counting import count_codes
+from .encode import encode_dataset
 from .transfer import TokenLayout, transfer_model
 
 # %% auto #0
-__all__ = ['DEFAULT_METHODS', 'DEMO_METHODS', 'corpus_fingerprint', 'encode_corpus', 'count_codes', 'parse_method',
-           'per_codebook_layout', 'init_new_model', 'steps_to_match', 'wins_everywhere', 'results_table', 'plot_curves',
-           'write_results', 'SwitchResults', 'evaluate_switch', 'model_config_dict', 'run_demo']
-
-# %% ../nbs/12_evaluate.ipynb #00000007
-def _item(dataset, i):
-    "Waveform and sample rate of item `i` (an `Utterance` or any `(waveform, sample_rate, ...)` tuple)."
-    it = dataset[i]
-    if not isinstance(it, (tuple, list)) or len(it) < 2:
-        raise TypeError(f"dataset[{i}] must be (waveform, sample_rate, ...) like an Utterance, got {type(it).__name__}")
-    return torch.as_tensor(it[0]), int(it[1])
-
-def corpus_fingerprint(dataset, # `LibriTTS`/`AudioFolder` (has `.paths`) or a sequence of `(waveform, sample_rate, ...)`
-                      ) -> str: # sha1 hex digest
-    "Identify a corpus: its files (path, size, mtime) when it has `.paths`, else the audio itself."
-    h = hashlib.sha1(f"n={len(dataset)}\n".encode())
-    paths = getattr(dataset, "paths", None)
-    if paths is not None:
-        for p in paths:
-            st = Path(p).stat()
-            h.update(f"{Path(p).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    else:
-        for i in range(len(dataset)):
-            wav, sr = _item(dataset, i)
-            h.update(np.ascontiguousarray(wav.detach().cpu().float().numpy()).tobytes()); h.update(f"|{sr}\n".encode())
-    return h.hexdigest()
-
-# %% ../nbs/12_evaluate.ipynb #00000008
-def encode_corpus(dataset, # `LibriTTS`/`AudioFolder` or a sequence of `(waveform, sample_rate, ...)` items
-                  codec, # a codec from `load_codec` (`encode_batch`, `config`, `n_q`, `codebook_size`)
-                  cache:str|Path|bool|None=True, # npz cache folder; True: `cache_dir("codes")`; None/False: no cache
-                  batch_size:int=8, # utterances per `codec.encode_batch` call
-                  progress:bool=True, # show a progress bar
-                 ) -> list: # one LongTensor `[n_q, T]` per item, in dataset order
-    "Encode every item of `dataset` with `codec` once; later calls with the same codec and files read the cache."
-    n = len(dataset)
-    if n == 0: raise ValueError("dataset is empty: nothing to encode (check the corpus path and subset)")
-    if not hasattr(codec, "encode_batch") or not isinstance(getattr(codec, "config", None), dict):
-        raise TypeError(f"codec must be a loaded codec (load_codec(...)) with encode_batch and a config dict, got {type(codec).__name__}")
-    path = None
-    if cache is not None and cache is not False:
-        folder = cache_dir("codes") if cache is True else Path(cache)
-        cfg = json.dumps(codec.config, sort_keys=True, default=str)
-        key = hashlib.sha1(f"{cfg}\n{corpus_fingerprint(dataset)}".encode()).hexdigest()[:20]
-        path = Path(folder) / f"{codec.config.get('name', 'codec')}-{key}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                codes, lengths = z["codes"], z["lengths"]
-            if len(lengths) == n:
-                return [torch.from_numpy(c.astype(np.int64)) for c in np.split(codes, np.cumsum(lengths)[:-1], axis=1)]
-    from tqdm.auto import tqdm
-    out, bar = [], tqdm(total=n, desc=f"encode {codec.config.get('name', 'codec')}", unit="utt", disable=not progress, leave=False)
-    i = 0
-    while i < n:  # consecutive items with one sample rate go to encode_batch together
-        items = [_item(dataset, j) for j in range(i, min(i + batch_size, n))]
-        k = next((j for j, it in enumerate(items) if it[1] != items[0][1]), len(items))
-        out += [torch.as_tensor(c).long().cpu() for c in codec.encode_batch([w for w, _ in items[:k]], items[0][1], batch_size=batch_size)]
-        i += k; bar.update(k)
-    bar.close()
-    if path is not None:
-        allc = torch.cat(out, 1).numpy()
-        dtype = np.int16 if allc.size and allc.max() < 2**15 else np.int32
-        lengths = np.array([c.shape[1] for c in out], dtype=np.int64)
-        meta = json.dumps(dict(codec=codec.config, n_items=n))
-        with atomic_write(path) as f: np.savez(f, codes=allc.astype(dtype), lengths=lengths, meta=np.array(meta))
-    return out
-
-# %% ../nbs/12_evaluate.ipynb #0000000e
-def count_codes(old_codes:list, # old-codec codes `[n_q_old, T]`, one per utterance
-                new_codes:list, # new-codec codes of the same utterances
-                old_codec, # the old codec (frame rate, vocabulary, config)
-                new_codec, # the new codec
-                mode:str="aligned", # "aligned" (overlapping frames) or "file" (whole utterances, the write-up)
-                window:float=0.0, # aligned mode: seconds added on each side of a new frame
-               ) -> CooccurrenceCounter:
-    "Co-occurrence counts of already-encoded utterances (no re-encoding)."
-    if len(old_codes) != len(new_codes):
-        raise ValueError(f"{len(old_codes)} old-codec utterances but {len(new_codes)} new-codec ones: encode the same dataset with both codecs")
-    c = CooccurrenceCounter((old_codec.n_q, old_codec.codebook_size), (new_codec.n_q, new_codec.codebook_size),
-                            old_codec.frame_rate, new_codec.frame_rate, mode, window,
-                            meta=dict(old_codec=old_codec.config, new_codec=new_codec.config))
-    for o, w in zip(old_codes, new_codes):
-        c.update(o, w, old_codec.frame_times(o.shape[-1]), new_codec.frame_times(w.shape[-1]))
-    return c.fold()
+__all__ = ['DEFAULT_METHODS', 'DEMO_METHODS', 'parse_method', 'per_codebook_layout', 'init_new_model', 'steps_to_match',
+           'wins_everywhere', 'results_table', 'plot_curves', 'write_results', 'SwitchResults', 'evaluate_switch',
+           'model_config_dict', 'run_demo']
 
 # %% ../nbs/12_evaluate.ipynb #00000011
 _BASES = ("random", "mean", "file", "aligned")
@@ -297,7 +216,7 @@ def _codes_of(data, codec, cache, batch_size, progress):
     "Codes of a dataset, or the given list of codes."
     if isinstance(data, (list, tuple)) and data and isinstance(data[0], torch.Tensor) and not data[0].is_floating_point():
         return [c.long() for c in data]
-    return encode_corpus(data, codec, cache=cache, batch_size=batch_size, progress=progress)
+    return encode_dataset(data, codec, cache=cache, batch_size=batch_size, progress=progress).load()
 
 def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
                     new_codec, # the codec to switch to
@@ -316,7 +235,7 @@ def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
                     warmup_steps:int|None=None, # body frozen this long for `+warmup` rows (default steps // 10)
                     seed:int=0, # one seed for init, noise, data order and dropout
                     device:str|torch.device="cpu", # where the models train ("cuda" on a GPU)
-                    cache:str|Path|bool|None=True, # codes cache (see `encode_corpus`)
+                    cache:str|Path|bool=True, # codes cache (see `encode.encode_dataset`)
                     out:str|Path|None=None, # write results.json/.md/curves.png (and the old model) here
                     progress:bool=True, # progress bars
                     log=print, # where to report progress lines (None: silent)

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from .audio import atomic_write
+from .codecs import CodecInfo, codec_config
 from .embeddings import build_embeddings, build_head, default_level_map
 
 # %% auto #0
-__all__ = ['STATE_SUFFIXES', 'TokenLayout', 'token_ids', 'map_ids', 'get_path', 'codec_rows', 'transfer_model',
+__all__ = ['CHECKED', 'STATE_SUFFIXES', 'TokenLayout', 'token_ids', 'map_ids', 'get_path', 'codec_rows', 'transfer_model',
            'module_from_state_dict', 'load_state', 'save_state', 'read_layout']
 
 # %% ../nbs/10_transfer.ipynb #00000007
@@ -35,7 +36,7 @@ class TokenLayout:
     n_special:int=0 # per_codebook/stacked: rows after the `K` codes of each level (pad/bos/eos/mask)
     offset:int=0 # flat_vocab: id of the first codec token (level 0, code 0)
     head_bias:str|None=None # stacked: dotted path to a `[n_q, V]` head bias, if any
-    codec:str|dict|None=None # the model's codec, a name or `codec.config`; checked against the counts' meta
+    codec:str|dict|None=None # the model's codec: a name, or its record (`codec_config`); checked against the counts' codecs
 
     def __post_init__(self):
         if self.kind not in _KINDS: raise ValueError(f"TokenLayout kind={self.kind!r}: use one of {_KINDS}.")
@@ -50,8 +51,7 @@ class TokenLayout:
                              "[offset, offset + n_q*codebook_size). Leave n_special=0.")
         if self.head_bias is not None and (self.kind != "stacked" or self.heads is None):
             raise ValueError("head_bias is only for stacked layouts with `heads` (a [n_q, V] tensor next to a [n_q, V, d] head).")
-        if self.codec is not None and not isinstance(self.codec, (str, dict)):
-            raise TypeError(f"TokenLayout codec must be a codec name or a codec.config dict, got {type(self.codec).__name__}.")
+        if self.codec is not None and not isinstance(self.codec, str): object.__setattr__(self, "codec", codec_config(self.codec))
 
     @classmethod
     def per_codebook(cls, embeddings:str="embs", heads:str|None="heads", *, n_q:int, codebook_size:int, n_special:int=0, codec=None):
@@ -234,51 +234,27 @@ def codec_rows(model:nn.Module, # the model
     return torch.cat([w[:K] for w in ws]).detach()
 
 # %% ../nbs/10_transfer.ipynb #0000001d
-def _codec_info(codec)->dict:
-    "Name, n_q, codebook_size and config of a codec object or config dict."
-    cfg = codec if isinstance(codec, dict) else dict(getattr(codec, "config", None) or {})
-    get = (lambda k: cfg.get(k)) if isinstance(codec, dict) else (lambda k: getattr(codec, k, cfg.get(k)))
-    n_q, K = get("n_q"), get("codebook_size")
-    if n_q is None or K is None:
-        raise TypeError(f"new_codec must have n_q and codebook_size (a codec from load_codec, or its .config dict); got {type(codec).__name__}.")
-    return dict(name=get("name"), n_q=int(n_q), codebook_size=int(K), config=cfg)
+CHECKED = ("name", "n_q", "codebook_size")   # what must agree between the counts' codecs and the model's
 
-def _meta_codec(meta, side):
-    "The old/new codec config recorded in a counter's meta, if any."
-    if not isinstance(meta, dict): return None
-    for k in (f"{side}_codec", side, f"{side}_config"):
-        if isinstance(meta.get(k), dict): return meta[k]
-    return None
-
-def _same_codec(rec, name, n_q, K):
-    "Names of the fields where a recorded codec config differs from (name, n_q, K)."
-    bad = []
-    if name is not None and rec.get("name") is not None and rec["name"] != name: bad.append(f"name {rec['name']!r} != {name!r}")
-    for k, v in (("n_q", n_q), ("codebook_size", K)):
-        if rec.get(k) is not None and int(rec[k]) != v: bad.append(f"{k} {rec[k]} != {v}")
-    return bad
-
-def _counts_matrix(counts, layout, new):
+def _counts_matrix(counts, layout, new:CodecInfo):
     "The counts as a 2-D float matrix (sparse kept sparse), checked against layout and new codec."
-    meta = getattr(counts, "meta", None)
     C = counts.counts if hasattr(counts, "counts") and not isinstance(counts, (np.ndarray, torch.Tensor)) else counts
     if isinstance(C, torch.Tensor): C = C.detach().cpu().numpy()
     if not sp.issparse(C): C = np.asarray(C, dtype=np.float64)
     if C.ndim != 2: raise ValueError(f"counts must be a 2-D (V_new, V_old) matrix, got shape {C.shape}.")
-    for side, (name, n_q, K) in (("old", (layout.codec_name, layout.n_q, layout.codebook_size)),
-                                 ("new", (new["name"], new["n_q"], new["codebook_size"]))):
-        rec = dict(_meta_codec(meta, side) or {})
-        shape = getattr(counts, side, None)  # a CooccurrenceCounter's (n_q, K) of each codec
-        if isinstance(shape, tuple) and len(shape) == 2: rec = dict(dict(n_q=shape[0], codebook_size=shape[1]), **rec)
-        bad = _same_codec(rec, name, n_q, K)
+    declared = dict(layout.codec if isinstance(layout.codec, dict) else {}, name=layout.codec_name,
+                    n_q=layout.n_q, codebook_size=layout.codebook_size)
+    for side, want in (("old", declared), ("new", new)):
+        rec = getattr(counts, side, None)  # a CooccurrenceCounter's CodecInfo of each codec
+        bad = rec.diff(want, fields=CHECKED) if isinstance(rec, CodecInfo) else []
         if bad:
             who = "the layout declares" if side == "old" else "new_codec is"
             raise ValueError(f"The counts were made with a different {side} codec than {who} ({'; '.join(bad)}). "
                              f"Count again with the right codecs, or fix {'layout.codec/n_q/codebook_size' if side == 'old' else 'new_codec'}.")
-    want = (new["n_q"] * new["codebook_size"], layout.codec_vocab)
+    want = (new.vocab_size, layout.codec_vocab)
     if tuple(C.shape) != want:
         raise ValueError(f"counts have shape {tuple(C.shape)} but the layout and new codec need (V_new, V_old) = "
-                         f"({new['n_q']}*{new['codebook_size']}, {layout.n_q}*{layout.codebook_size}) = {want}. "
+                         f"({new.n_q}*{new.codebook_size}, {layout.n_q}*{layout.codebook_size}) = {want}. "
                          "Rows are new tokens, columns old ones, both in flat order level*K + code.")
     data = C.data if sp.issparse(C) else C
     if not np.isfinite(data).all() or (data < 0).any(): raise ValueError("counts must be finite and non-negative.")
@@ -345,7 +321,7 @@ def _shift_token_ids(cfg, end, delta, changed, prefix):
         elif isinstance(v, list) and all(isinstance(i, int) for i in v) and any(i >= end for i in v):
             _cfg_set(cfg, k, [i + delta if i >= end else i for i in v], changed, prefix)
 
-def _update_config(model, layout, new, delta, vocab):
+def _update_config(model, layout, new:CodecInfo, record, delta, vocab):
     "Record the new codec in `model.config` (and `generation_config`); returns what changed."
     changed = {}
     cfg = getattr(model, "config", None)
@@ -359,11 +335,11 @@ def _update_config(model, layout, new, delta, vocab):
             if gen is not None: _shift_token_ids(gen, end, delta, changed, "generation_config")
     else:
         for k in ("n_q", "codebook_size"):
-            if _cfg_get(cfg, k) is not None: _cfg_set(cfg, k, new[k], changed)
+            if _cfg_get(cfg, k) is not None: _cfg_set(cfg, k, getattr(new, k), changed)
     has = [k for k in ("codec_name", "codec_config") if _cfg_get(cfg, k) is not None]
-    if "codec_name" in has: _cfg_set(cfg, "codec_name", new["name"], changed)
-    if "codec_config" in has: _cfg_set(cfg, "codec_config", dict(new["config"]), changed)
-    if not has: _cfg_set(cfg, "codec", dict(new["config"]) if new["config"] else new["name"], changed)
+    if "codec_name" in has: _cfg_set(cfg, "codec_name", new.name, changed)
+    if "codec_config" in has: _cfg_set(cfg, "codec_config", dict(record), changed)
+    if not has: _cfg_set(cfg, "codec", dict(record), changed)
     return changed
 
 # %% ../nbs/10_transfer.ipynb #00000025
@@ -452,7 +428,7 @@ _INSTALL = dict(per_codebook=_install_per_codebook, stacked=_install_stacked, fl
 def transfer_model(model:nn.Module, # the model trained with the old codec; changed in place
                    counts, # (V_new, V_old) counts (sparse/numpy/torch) or a CooccurrenceCounter
                    layout:TokenLayout|dict, # where the old codec's rows live (or its `to_dict()`)
-                   new_codec, # the new codec (from `load_codec`) or its config dict
+                   new_codec, # the new codec (from `load_codec`), its `CodecInfo` or its config dict
                    method:str="weighted", # `build_embeddings` method: "argmax", "weighted", "ot", ...
                    **options # more `build_embeddings` options (levels, ppmi, noise, unseen, ...)
                   )->dict:
@@ -465,9 +441,9 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
     d = _dim(emb[0], "embedding")
     tied = _is_tied(layout, emb, hd)
     if hd is not None: _dim(hd[0], "head")
-    new = _codec_info(new_codec)
+    new, record = CodecInfo.of(new_codec), codec_config(new_codec)
     C = _counts_matrix(counts, layout, new)
-    n_old, K_old, n_new, K_new = layout.n_q, layout.codebook_size, new["n_q"], new["codebook_size"]
+    n_old, K_old, n_new, K_new = layout.n_q, layout.codebook_size, new.n_q, new.codebook_size
     lmap = [int(l) for l in options["level_map"]] if options.get("level_map") is not None else default_level_map(n_new, n_old)
     kw = dict(options, old=(n_old, K_old), new=(n_new, K_new), return_report=True)
     if kw.get("unseen") == "codec": kw.setdefault("new_codec", new_codec)
@@ -485,19 +461,19 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
     if tied: H_new = None
 
     shapes = _INSTALL[layout.kind](model, layout, emb, hd, W_new, H_new, b_new, n_new, lmap)
-    new_layout = dataclasses.replace(layout, n_q=n_new, codebook_size=K_new, codec=dict(new["config"]) or new["name"])
+    new_layout = dataclasses.replace(layout, n_q=n_new, codebook_size=K_new, codec=record)
     delta = new_layout.codec_vocab - layout.codec_vocab if layout.kind == "flat_vocab" else 0
     vocab = shapes["embeddings"][0] if layout.kind == "flat_vocab" else None
     report = dict(layout=layout.kind, method=method, options=_to_jsonable(options),
                   old=dict(codec=layout.codec_name, n_q=n_old, codebook_size=K_old),
-                  new=dict(codec=new["name"], n_q=n_new, codebook_size=K_new),
+                  new=dict(codec=new.name, n_q=n_new, codebook_size=K_new),
                   level_map=rep_e.get("level_map"), special_level_map=None if layout.kind == "flat_vocab" else lmap,
                   embeddings=dict(rows=int(W_new.shape[0]), filled=rep_e.get("filled"), collapse=rep_e.get("collapse")),
                   heads=None if hd is None else dict(tied=tied, bias=b_new is not None,
                                                      filled=(rep_h or rep_e).get("filled")),
                   shapes=shapes)
     if layout.kind == "flat_vocab": report["id_shift"] = dict(from_id=layout.offset + layout.codec_vocab, delta=delta)
-    report["config"] = _update_config(model, layout, new, delta, vocab)
+    report["config"] = _update_config(model, layout, new, record, delta, vocab)
     model.codec = new_codec
     report["new_layout"] = new_layout.to_dict()
     return report

@@ -49,10 +49,9 @@ NEW_CFG = dict(name="toy_new", n_q=3, codebook_size=16, sample_rate=16000, frame
 
 
 def counter(old=OLD_CFG, new=NEW_CFG, files=3, seed=0):
-    "A small aligned counter of random codes, with codec configs in its meta."
+    "A small aligned counter of random codes of codecs `old` and `new` (codec dicts)."
     rng = np.random.default_rng(seed)
-    c = CooccurrenceCounter((old["n_q"], old["codebook_size"]), (new["n_q"], new["codebook_size"]),
-                            old["frame_rate"], new["frame_rate"], meta=dict(old_codec=old, new_codec=new))
+    c = CooccurrenceCounter(old, new)
     for _ in range(files):
         c.update(rng.integers(0, old["codebook_size"], (old["n_q"], 50)), rng.integers(0, new["codebook_size"], (new["n_q"], 75)))
     return c
@@ -191,11 +190,11 @@ def adding_counts_of_other_codecs(t): counter() + counter(old=dict(OLD_CFG, name
 
 @case(ValueError, "does not belong to this run")
 def resuming_from_a_checkpoint_of_other_codecs(t):
-    from codecswap_nb.counting import ToyCodec
+    from codecswap_nb.codecs import ToyCodec
     rng = np.random.default_rng(0)
     ds = [(torch.from_numpy(0.1 * rng.standard_normal((1, 8000)).astype(np.float32)), 16000) for _ in range(3)]
-    count_corpus(ds, ToyCodec(n_q=2), ToyCodec(n_q=3, frame_rate=75.0), checkpoint=t / "ck.npz", progress=False)
-    count_corpus(ds, ToyCodec(n_q=2), ToyCodec(n_q=4, frame_rate=75.0), checkpoint=t / "ck.npz", progress=False)
+    count_corpus(ds, ToyCodec(n_q=2), ToyCodec(n_q=3, frame_rate=75.0), checkpoint=t / "ck.npz", progress=False, cache=False)
+    count_corpus(ds, ToyCodec(n_q=2), ToyCodec(n_q=4, frame_rate=75.0), checkpoint=t / "ck.npz", progress=False, cache=False)
 
 
 # ---- embeddings and transfer -----------------------------------------------------------------------------

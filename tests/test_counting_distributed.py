@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from codecswap_nb.counting import CooccurrenceCounter, ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import CooccurrenceCounter, count_corpus
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -28,12 +29,14 @@ exec(DATASET)
 
 WORKER = DATASET + '''
 import sys, torch
-from codecswap_nb.counting import ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import count_corpus
 torch.set_num_threads(1)
 mode, window, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 device = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "none" else None  # "cpu": torch accumulator, all-reduced whole
+cache = sys.argv[5] if len(sys.argv) > 5 else False  # a codes cache both ranks write their shards to
 c = count_corpus(Tones(11), ToyCodec(50.0, 2, 16, 16000, "old"), ToyCodec(75.0, 3, 16, 24000, "new"),
-                 mode=mode, window=window, batch_size=2, checkpoint=out, every=2, progress=False, device=device)
+                 mode=mode, window=window, batch_size=2, checkpoint=out, every=2, progress=False, device=device, cache=cache)
 import torch.distributed as dist
 assert not dist.is_initialized(), "count_corpus must destroy the process group it created"
 print("rank", c.meta["corpus"], c.n_files)
@@ -56,10 +59,11 @@ def test_torchrun_two_ranks_equals_single_process(tmp_path, mode, window, device
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None); env.pop("RANK", None)
     cmd = [str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-           str(tmp_path / "worker.py"), mode, str(window), str(out), device]
+           str(tmp_path / "worker.py"), mode, str(window), str(out), device, str(tmp_path / "codes")]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".npz") == ["counts.npz"]  # shards cleaned up
+    assert len(list((tmp_path / "codes").glob("*/shard-*.npz"))) == 2 * 6   # both ranks' codes shards, both codecs
 
     dist = CooccurrenceCounter.load(out)
     single = count_corpus(Tones(11), *_codecs(), mode=mode, window=window, batch_size=3, progress=False)
@@ -83,11 +87,16 @@ def test_unfinished_single_process_checkpoint_is_refused_by_two_ranks(tmp_path):
     out = tmp_path / "counts.npz"
 
     class Stop(Tones):
+        "Interrupted while item 5 is read for encoding (its first read is for the fingerprint)."
+        reads = 0
         def __getitem__(self, i):
-            if i == 5: raise KeyboardInterrupt
+            if i == 5:
+                self.reads += 1
+                if self.reads == 2: raise KeyboardInterrupt
             return super().__getitem__(i)
     with pytest.raises(KeyboardInterrupt):
-        count_corpus(Stop(11), *_codecs(), mode="aligned", window=0.01, checkpoint=out, every=2, batch_size=2, progress=False)
+        count_corpus(Stop(11), *_codecs(), mode="aligned", window=0.01, checkpoint=out, every=2, batch_size=2, progress=False,
+                     cache=False)
     ck = CooccurrenceCounter.load(out)
     assert ck.meta["corpus"]["done"] == 4 and not ck.meta["corpus"]["complete"]
     if not TORCHRUN.exists(): pytest.skip("torchrun not installed next to this python")

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from codecswap_nb.counting import CooccurrenceCounter, ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import CooccurrenceCounter, count_corpus
 
 DATASET = '''
 import numpy as np, torch
 from pathlib import Path
 class Tones:
-    "Deterministic synthetic utterances with `.paths`, like codecswap_nb.audio datasets."
-    def __init__(self, n): self.n, self.paths = n, [Path(f"spk/utt{i:03d}.wav") for i in range(n)]
+    "Deterministic synthetic utterances `(waveform [1, n], sample_rate)`."
+    def __init__(self, n): self.n = n
     def __len__(self): return self.n
     def __getitem__(self, i):
         rng = np.random.default_rng(i)
@@ -27,13 +28,15 @@ exec(DATASET)
 
 SLOW_WORKER = DATASET + '''
 import sys, time, torch
-from codecswap_nb.counting import ToyCodec, count_corpus
+from codecswap_nb.codecs import ToyCodec
+from codecswap_nb.counting import count_corpus
 torch.set_num_threads(1)
 class SlowToy(ToyCodec):
     def encode_batch(self, wavs, sr, batch_size=8):
         time.sleep(0.4); return super().encode_batch(wavs, sr, batch_size)
 count_corpus(Tones(int(sys.argv[2])), SlowToy(50.0, 2, 16, 16000, "old"), ToyCodec(75.0, 3, 16, 24000, "new"),
-             mode=sys.argv[3], window=float(sys.argv[4]), batch_size=2, checkpoint=sys.argv[1], every=2, progress=False)
+             mode=sys.argv[3], window=float(sys.argv[4]), batch_size=2, checkpoint=sys.argv[1], every=2, progress=False,
+             cache=False)   # no codes cache: every run encodes, slowly
 '''
 
 N = 14
@@ -55,15 +58,22 @@ def test_exception_then_resume_is_bit_identical(tmp_path, mode, window):
     full = count_corpus(Tones(N), *_codecs(), mode=mode, window=window, batch_size=3, progress=False)
 
     class Stop(Tones):
+        "Interrupted while item 9 is read for encoding (its first read is for the fingerprint)."
+        reads = 0
         def __getitem__(self, i):
-            if i == 9: raise KeyboardInterrupt
+            if i == 9:
+                self.reads += 1
+                if self.reads == 2: raise KeyboardInterrupt
             return super().__getitem__(i)
     ck = tmp_path / "run.npz"
     with pytest.raises(KeyboardInterrupt):
-        count_corpus(Stop(N), *_codecs(), mode=mode, window=window, batch_size=3, checkpoint=ck, every=4, progress=False)
+        count_corpus(Stop(N), *_codecs(), mode=mode, window=window, batch_size=3, checkpoint=ck, every=4, progress=False,
+                     cache=tmp_path / "codes")
+    assert len(list((tmp_path / "codes").glob("*/shard-*.npz"))) == 4   # two shards of 4 files, both codecs
     part = CooccurrenceCounter.load(ck)
     assert (part.meta["corpus"]["done"], part.n_files, part.meta["corpus"]["complete"]) == (8, 8, False)
-    resumed = count_corpus(Tones(N), *_codecs(), mode=mode, window=window, batch_size=3, checkpoint=ck, every=4, progress=False)
+    resumed = count_corpus(Tones(N), *_codecs(), mode=mode, window=window, batch_size=3, checkpoint=ck, every=4, progress=False,
+                           cache=tmp_path / "codes")
     _same(resumed, full)
     _same(CooccurrenceCounter.load(ck), full)
     assert CooccurrenceCounter.load(ck).meta["corpus"]["complete"]
@@ -105,10 +115,14 @@ def test_checkpoint_from_another_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         count_corpus(Tones(6), old, new, mode="file", checkpoint=ck, progress=False)
 
-    class Renamed(Tones):
-        def __init__(self, n): super().__init__(n); self.paths[0] = Path("spk/other.wav")
+    class Changed(Tones):
+        "The same number of utterances, one of them other audio."
+        def __getitem__(self, i): return super().__getitem__(i + 100 if i == 0 else i)
     with pytest.raises(ValueError, match="fingerprint"):
-        count_corpus(Renamed(6), old, new, window=0.01, checkpoint=ck, progress=False)
+        count_corpus(Changed(6), old, new, window=0.01, checkpoint=ck, progress=False)
+    with pytest.raises(ValueError, match="new_codec weights_id 'peak-bands-v1' != 'v2'"):
+        reweighted = ToyCodec(75.0, 3, 16, 24000, "new"); reweighted.weights_id = "v2"
+        count_corpus(Tones(6), old, reweighted, window=0.01, checkpoint=ck, progress=False)
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="corrupted"):
         count_corpus(Tones(6), old, new, window=0.01, checkpoint=tmp_path / "junk.npz", progress=False)

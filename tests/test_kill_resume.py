@@ -31,9 +31,11 @@ def clips(tmp_path_factory):
     return root
 
 
-def args(data, out, *extra, quiet=True):
+def args(data, out, *extra, quiet=True, cache=None):
+    "`codecswap count` arguments; codes cached in `cache` (None: not cached)."
+    keep = ["--cache", str(cache)] if cache else ["--no-cache"]
     return ["count", "--old", OLD, "--new", NEW, "--weights", "random", "--data", str(data),
-            "--out", str(out), "--every", "1", "--batch-size", "1", *extra] + ["--quiet"] * quiet
+            "--out", str(out), "--every", "1", "--batch-size", "1", *keep, *extra] + ["--quiet"] * quiet
 
 
 def kill_after_progress(cmd, ckpt, more_than, timeout=240):
@@ -70,20 +72,21 @@ def test_kill_then_resume_is_bit_identical(clips, tmp_path, capsys):
     out = tmp_path / "run" / "counts.npz"
     ckpt = out.with_suffix(".partial.npz")
 
-    n1 = kill_after_progress([CODECSWAP, *args(clips, out)], ckpt, 0)
+    codes = tmp_path / "codes"                            # the killed runs keep their codes: a resume reads them back
+    n1 = kill_after_progress([CODECSWAP, *args(clips, out, cache=codes)], ckpt, 0)
     assert not out.exists(), "a killed run must not leave an output file"
     part = CooccurrenceCounter.load(ckpt)                 # the checkpoint survived the kill intact
     assert 0 < part.n_files < N_FILES and part.n_files >= n1
     assert part.counts.sum() > 0
 
     # killed again while resuming: the checkpoint only ever moves forward and stays loadable
-    n2 = kill_after_progress([CODECSWAP, *args(clips, out, "--resume")], ckpt, part.n_files)
+    n2 = kill_after_progress([CODECSWAP, *args(clips, out, "--resume", cache=codes)], ckpt, part.n_files)
     part2 = CooccurrenceCounter.load(ckpt)
     assert part.n_files < part2.n_files < N_FILES and not out.exists()
     assert part2.n_files >= n2
 
     capsys.readouterr()
-    assert main(args(clips, out, "--resume", quiet=False)) == 0   # not quiet, to see it resume
+    assert main(args(clips, out, "--resume", quiet=False, cache=codes)) == 0   # not quiet, to see it resume
     assert f"resuming from {ckpt}" in capsys.readouterr().out
     assert not ckpt.exists(), "the checkpoint is removed once the counts are written"
     assert same(CooccurrenceCounter.load(out), CooccurrenceCounter.load(ref))

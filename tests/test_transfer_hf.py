@@ -27,7 +27,8 @@ def tiny_llama(tie: bool, seed: int = 0) -> LlamaForCausalLM:
 
 
 def codec(name, n_q, k):
-    return dict(name=name, n_q=n_q, codebook_size=k)
+    "A codec's record (`CodecInfo.to_dict()`-like): name, vocabulary and rates."
+    return dict(name=name, n_q=n_q, codebook_size=k, sample_rate=24000, frame_rate=75.0)
 
 
 def counts(n_new, seed=0):
