@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['CODEC_SPECS', 'ENCODEC_CHECKPOINTS', 'ENCODEC_URL', 'KMEANS_RECIPE', 'TIME_OFFSETS', 'exact_kernels',
            'validate_codes', 'CodecInfo', 'Codec', 'ToyCodec', 'pretrained_location', 'fetch_pretrained', 'file_id',
-           'read_weights', 'fold_affine', 'EncodecCodec', 'Encodec48Codec', 'right_context', 'DACCodec',
-           'receptive_centre', 'measure_time_offset', 'register_codec', 'list_codecs', 'parse_codec_spec', 'load_codec',
-           'codec_config', 'codebook_stats']
+           'read_weights', 'weights_folder', 'save_shipped', 'load_shipped', 'fold_affine', 'EncodecCodec',
+           'Encodec48Codec', 'right_context', 'DACCodec', 'receptive_centre', 'measure_time_offset', 'register_codec',
+           'list_codecs', 'parse_codec_spec', 'load_codec', 'codec_config', 'codebook_stats']
 
 # %% ../nbs/03_codecs.ipynb #00000003
-import abc, dataclasses, hashlib, inspect, math, os, warnings
+import abc, dataclasses, hashlib, importlib.resources, inspect, json, math, os, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -393,6 +393,41 @@ def read_weights(path, # a `torch.save`d checkpoint file
     except Exception as e:
         raise ValueError(f"{path} cannot be read as weights only ({type(e).__name__}: {str(e)[:200]}). Save plain tensors: "
                          f"torch.save(model.state_dict(), path); a DAC model: model.save(path, package=False)") from e
+
+# %% ../nbs/03_codecs.ipynb #d2cb83f1
+def weights_folder() -> Path:
+    "The folder of the weights shipped inside the package (`codecswap_nb/weights`)."
+    return Path(str(importlib.resources.files("codecswap_nb"))) / "weights"
+
+def save_shipped(name:str, # the codec's registered name, e.g. "mel_24khz"
+                 tensors:dict, # name -> tensor
+                 record:dict, # JSON-able: recipe, corpus, training log
+                 folder=None, # default `weights_folder()`
+                ) -> Path: # the safetensors file
+    "Write `<name>.safetensors` and `<name>.json` (with the sha256 of the former), atomically."
+    from safetensors.torch import save
+    folder = Path(folder) if folder is not None else weights_folder()
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    text = json.dumps(dict(record, name=name, file=f"{name}.safetensors", sha256=hashlib.sha256(data).hexdigest()), indent=1)
+    with atomic_write(folder / f"{name}.safetensors") as f: f.write(data)
+    with atomic_write(folder / f"{name}.json", "w") as f: f.write(text + "\n")
+    return folder / f"{name}.safetensors"
+
+def load_shipped(name:str, # the codec's registered name
+                 folder=None, # default `weights_folder()`
+                ) -> tuple: # (tensors, record)
+    "The tensors and record of shipped weights, after checking the file against the sha256 in its record."
+    from safetensors.torch import load
+    folder = Path(folder) if folder is not None else weights_folder()
+    path, rec_path = folder / f"{name}.safetensors", folder / f"{name}.json"
+    for p in (path, rec_path):
+        if not p.is_file(): raise FileNotFoundError(f"the shipped weights of {name} are missing ({p} does not exist): reinstall codecswap_nb")
+    try: record = json.loads(rec_path.read_text(encoding="utf-8"))
+    except ValueError as e: raise ValueError(f"{rec_path} is not valid JSON ({e}): reinstall codecswap_nb") from None
+    data = path.read_bytes()
+    if not isinstance(record, dict) or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+        raise ValueError(f"{path} does not match the sha256 in {rec_path.name}: the file is damaged or was replaced; reinstall codecswap_nb")
+    return load(data), record
 
 # %% ../nbs/03_codecs.ipynb #00000031
 KMEANS_RECIPE = dict(frames=4500, pca_dims=dict(encodec_24khz=8, encodec_48khz=16), n_fit=2048, iters=6)
