@@ -145,14 +145,18 @@ def build_parser() -> CLIParser:
 
     c = sub.add_parser("transfer", help="give a trained LM the new codec's vocabulary", formatter_class=fmt,
                        description="Build the new codec's embeddings (and output heads) from the old ones and "
-                       "the counts, and write the transferred checkpoint.")
+                       "the counts, and write the transferred checkpoint. --init names how (embeddings.parse_init); "
+                       "--method and --option change it.")
     c.add_argument("--checkpoint", required=True, metavar="PATH", help="the old model: a reference-LM checkpoint, "
                    "or any torch state_dict file together with --layout")
     c.add_argument("--counts", required=True, metavar="COUNTS.npz", help="counts from 'codecswap count'")
-    c.add_argument("--method", default="weighted", help="how new embeddings are built from old ones (see embeddings.build_embeddings)")
+    c.add_argument("--init", metavar="NAME", help="an initialisation, base[+method][+flag...]: e.g. aligned+weighted+noise, "
+                   "file+argmax, mean, random, aligned+ot+T0.1+rescale=quantile (default aligned+weighted)")
+    c.add_argument("--method", choices=("argmax", "weighted", "ot"), help="how rows are built from the counts (default: weighted, "
+                   "or --init's)")
     c.add_argument("--layout", metavar="SPEC.json", help="where the token embeddings and heads live in a state_dict")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra keyword for the method (repeatable), e.g. --option temperature=0.5")
+                   help="any field of embeddings.BuildOptions (repeatable), e.g. --option noise=1 --option noise_mode=posterior")
     c.add_argument("--out", required=True, metavar="PATH", help="where to write the transferred checkpoint")
     _common(c, True)
 
@@ -354,13 +358,21 @@ def _parse_options(items:list[str]) -> dict:
         except json.JSONDecodeError: opts[k.strip()] = v
     return opts
 
+def _transfer_init(args):
+    "The `Init` of `codecswap transfer`: `--init` (default aligned+weighted) with `--method` and `--option`s on top."
+    from codecswap_nb.embeddings import parse_init
+    over = _parse_options(args.option)
+    if args.method is not None: over["method"] = args.method
+    try: return parse_init(args.init, **over)
+    except (ValueError, TypeError) as e: raise UsageError(f"--init/--method/--option: {_one_line(e)}") from None
+
 # %% ../nbs/13_cli.ipynb #0000003c
 def cmd_transfer(args):
     "Transfer a checkpoint to the new codec of a counts file."
     from codecswap_nb.counting import CooccurrenceCounter
     from codecswap_nb.transfer import (STATE_SUFFIXES, TokenLayout, load_state, module_from_state_dict, read_layout,
                                        save_state, transfer_model)
-    options = _parse_options(args.option)
+    init = _transfer_init(args)
     src, out = Path(args.checkpoint), Path(args.out)
     if src.resolve() == out.resolve(): raise UsageError("--out must differ from --checkpoint: never overwrite the old model")
     reference = src.is_dir()
@@ -368,26 +380,29 @@ def cmd_transfer(args):
         if args.layout is None: raise UsageError(f"--checkpoint {src} is a state_dict file: give its --layout SPEC.json")
         if out.suffix not in STATE_SUFFIXES: raise UsageError(f"--out {out}: use one of {', '.join(STATE_SUFFIXES)}")
     counter = CooccurrenceCounter.load(args.counts)
+    if args.init and init.counts not in (None, counter.mode):
+        raise UsageError(f"--init {init.name} reads {init.counts} counts, but {args.counts} holds {counter.mode} counts")
+    options = init if args.init else init.options
     if reference:
         from codecswap_nb.audiolm import load_checkpoint, save_checkpoint
         model = load_checkpoint(src)
         layout = (read_layout(args.layout) if args.layout else
                   TokenLayout.per_codebook("embs", "heads", n_q=model.n_q, codebook_size=model.codebook_size,
                                            n_special=model.config.n_special, codec=model.codec))
-        report = transfer_model(model, counter, layout, counter.new, method=args.method, **options)
+        report = transfer_model(model, counter, layout, counter.new, options)
         save_checkpoint(model, out, extra={**getattr(model, "extra", {}), "transfer": report})
     else:
         layout = read_layout(args.layout)
         state, wrapper, ckpt = load_state(src)
         model = module_from_state_dict(state, layout)
-        report = transfer_model(model, counter, layout, counter.new, method=args.method, **options)
+        report = transfer_model(model, counter, layout, counter.new, options)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_state(out, model.state_dict(), wrapper, ckpt)
         _write_json(out.with_name(out.stem + ".layout.json"), report["new_layout"])
     e, o, n = report["embeddings"], report["old"], report["new"]
     filled = ", ".join(f"{v} from {k}" for k, v in (e.get("filled") or {}).items())
     _say(args, f"{out}: {o['codec']} ({o['n_q']}x{o['codebook_size']}) → {n['codec']} ({n['n_q']}x{n['codebook_size']}), "
-               f"method {report['method']}: {e['rows']} new rows ({filled})")
+               f"{'init ' + report['init'] if report['init'] else 'method ' + str(report['method'])}: {e['rows']} new rows ({filled})")
 
 def _write_json(path:Path, obj):
     "Write `obj` as JSON atomically."
