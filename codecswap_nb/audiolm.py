@@ -26,7 +26,7 @@ from .encode import progress_bar
 # %% auto #0
 __all__ = ['IGNORE', 'TEXT_VOCAB', 'LMConfig', 'apply_delay', 'undo_delay', 'build_sequences', 'AudioLM', 'token_nll',
            'check_codes', 'make_batches', 'chunk_codes', 'text_to_ids', 'evaluate_nll', 'unigram_entropy', 'train_lm',
-           'synthetic_codes', 'generate', 'model_config', 'save_checkpoint', 'load_checkpoint']
+           'plateau', 'synthetic_codes', 'generate', 'model_config', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/11_audiolm.ipynb #00000007
 @dataclass
@@ -383,17 +383,19 @@ def train_lm(
     batch_size: int = 16,  # crops per step
     seq_len: int = 150,  # frames per crop
     seed: int = 0,  # data order and dropout
-    eval_codes: Sequence[torch.Tensor] | None = None,  # held-out codes, scored with `evaluate_nll`
+    eval_codes: Sequence[torch.Tensor] | None = None,  # held-out (test) codes, scored with `evaluate_nll` at every evaluation
     eval_every: int = 100,  # steps between held-out evaluations (and at step 0 and the end)
+    valid_codes: Sequence[torch.Tensor] | None = None,  # validation codes, also scored (`valid_*` keys); `keep_best` then selects on them
     frame_rate: float | None = None,  # for bits/s (None: `model.codec["frame_rate"]`)
     warmup: int | None = None,  # warm-up steps (None: 5% of `steps`, at least 1)
     weight_decay: float = 0.01,  # AdamW decay of the matrices of the body and heads
     grad_clip: float = 1.0,  # max global gradient norm
     freeze_body_steps: int = 0,  # train only embs/heads (and text) for the first steps
-    keep_best: bool = False,  # restore the best held-out weights at the end
+    keep_best: bool = False,  # restore the weights of the best evaluation at the end (on `valid_codes` when given, else `eval_codes`)
     callback: Callable[[dict], bool | None] | None = None,  # called with each history record; return True to stop
     train_texts: Sequence[torch.Tensor] | None = None,  # text ids per train utterance (text-conditioned model)
     eval_texts: Sequence[torch.Tensor] | None = None,  # text ids per held-out utterance
+    valid_texts: Sequence[torch.Tensor] | None = None,  # text ids per validation utterance
     progress: bool = False,  # progress on stderr (`encode.progress_bar`)
     bf16: bool = False,  # bfloat16 autocast for the forward pass (CUDA only; evaluation stays float32)
 ) -> list[dict]:  # one record per evaluation: step, lr, train_loss (nats/token), seconds, held-out metrics
@@ -401,7 +403,7 @@ def train_lm(
     if steps < 0 or eval_every < 1: raise ValueError(f"steps must be >= 0 and eval_every >= 1, got {steps}, {eval_every}")
     train_codes = check_codes(train_codes, model.n_q, model.codebook_size)
     if frame_rate is None and isinstance(model.codec, dict): frame_rate = CodecInfo.of(model.codec).frame_rate
-    if frame_rate is None and eval_codes is not None:
+    if frame_rate is None and (eval_codes is not None or valid_codes is not None):
         raise ValueError("pass frame_rate= (codec.frame_rate): model.codec does not say it and bits/s need it")
     max_frames = model.pos.num_embeddings - (model.n_q - 1 if model.config.delay else 0)
     if seq_len > max_frames: raise ValueError(f"seq_len={seq_len} frames do not fit max_len={model.pos.num_embeddings}: use seq_len <= {max_frames}")
@@ -422,10 +424,13 @@ def train_lm(
     def record(step):
         nonlocal run_loss, run_n, best
         r = dict(step=step, lr=opt.param_groups[0]["lr"], train_loss=run_loss / run_n if run_n else None)
-        if eval_codes is not None:
-            r.update(evaluate_nll(model, eval_codes, frame_rate, seq_len=seq_len, texts=eval_texts))
-            if keep_best and r["bits_per_second"] < best[0]:
-                best = (r["bits_per_second"], {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if eval_codes is not None: r.update(evaluate_nll(model, eval_codes, frame_rate, seq_len=seq_len, texts=eval_texts))
+        if valid_codes is not None:
+            r.update({f"valid_{k}": v for k, v in evaluate_nll(model, valid_codes, frame_rate, seq_len=seq_len, texts=valid_texts).items()})
+        score = r.get("valid_bits_per_second", r.get("bits_per_second"))
+        if keep_best and score is not None and score < best[0]:
+            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            r["best"] = True
         r["seconds"] = time.perf_counter() - t0
         history.append(r); run_loss, run_n = 0.0, 0
         return bool(callback(r)) if callback is not None else False
@@ -458,6 +463,25 @@ def train_lm(
     if keep_best and best[1] is not None: model.load_state_dict(best[1])
     model.eval()
     return history
+
+# %% ../nbs/11_audiolm.ipynb #7804d35a
+class plateau:
+    "`train_lm` callback: stop when `key` has not improved by `min_delta` (relative) for `patience` evaluations."
+    def __init__(self, patience:int=4, # evaluations without improvement before stopping
+                 min_delta:float=0.005, # relative improvement that counts (0.005 = 0.5 %)
+                 key:str="valid_bits_per_second", # history key to watch (lower is better)
+                ):
+        if patience < 1 or not min_delta >= 0: raise ValueError(f"patience must be >= 1 and min_delta >= 0, got {patience}, {min_delta}")
+        self.patience, self.min_delta, self.key = int(patience), float(min_delta), key
+        self.best, self.best_step, self.stopped_at, self.waited = math.inf, None, None, 0
+    def __call__(self, r:dict) -> bool:
+        if self.stopped_at is not None: return True
+        if self.key not in r: raise KeyError(f"plateau watches {self.key!r}, which the history does not have: pass valid_codes/eval_codes to train_lm")
+        v = r[self.key]
+        if v < self.best * (1 - self.min_delta): self.best, self.best_step, self.waited = v, r["step"], 0
+        else: self.waited += 1
+        if self.waited >= self.patience: self.stopped_at = r["step"]
+        return self.stopped_at is not None
 
 # %% ../nbs/11_audiolm.ipynb #0000003b
 def synthetic_codes(
