@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
+import math
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +20,20 @@ import torch
 from torch import nn
 
 from .audio import LibriTTS, atomic_write
-from .corpus import default_corpus
-from .audiolm import AudioLM, LMConfig, evaluate_nll, load_checkpoint, save_checkpoint, train_lm, unigram_entropy
-from .counting import count_codes
+from .codecs import CodecInfo, validate_codes
+from .corpus import SUBSETS, default_corpus
+from .audiolm import AudioLM, LMConfig, evaluate_nll, load_checkpoint, plateau, save_checkpoint, train_lm, unigram_entropy
+from .counting import CooccurrenceCounter, count_codes
 from .embeddings import Init, parse_init
 from .encode import encode_dataset
+from .information import Diagnosis, diagnose
 from .transfer import TokenLayout, transfer_model
 
 # %% auto #0
-__all__ = ['DEFAULT_METHODS', 'DEMO_METHODS', 'per_codebook_layout', 'init_new_model', 'steps_to_match', 'wins_everywhere',
-           'results_table', 'plot_curves', 'write_results', 'SwitchResults', 'evaluate_switch', 'model_config_dict',
-           'run_demo']
+__all__ = ['SPLITS', 'CONTROLS', 'DEFAULT_METHODS', 'DEMO_METHODS', 'DEMO_PAIRS', 'DEMO_BUDGET', 'DEMO_LM', 'per_codebook_layout',
+           'init_new_model', 'Budget', 'Prepared', 'prepare', 'lm_config', 'train_reference', 'run_row',
+           'steps_to_match', 'wins_everywhere', 'score_rows', 'targets', 'results_table', 'targets_table',
+           'plot_curves', 'write_results', 'SwitchResults', 'evaluate_switch', 'model_config_dict', 'run_demo']
 
 # %% ../nbs/12_evaluate.ipynb #00000014
 def per_codebook_layout(model:AudioLM, # an `AudioLM` (per-codebook `embs` and `heads`)
@@ -52,7 +59,216 @@ def init_new_model(old_model:AudioLM, # the model trained on the old codec (not 
     model.config.n_q, model.config.codebook_size = model.n_q, model.codebook_size
     return model, report
 
-# %% ../nbs/12_evaluate.ipynb #00000018
+# %% ../nbs/12_evaluate.ipynb #0e52340f
+@dataclass(frozen=True)
+class Budget:
+    "How long the reference LM and the new-codec rows train, and how often they are scored."
+    steps:int=2000 # most steps of a new-codec row (the LR schedule's horizon); scratch's plateau sets every row's budget
+    eval_every:int=50 # steps between evaluations of a new-codec row (validation and test)
+    patience:int=4 # a plateau: this many evaluations in a row without a relative improvement of `min_delta`
+    min_delta:float=0.005 # relative improvement of validation bits/s that counts as one
+    old_steps:int=3000 # most steps of the reference LM (it stops at its own validation plateau)
+    old_eval_every:int=100 # steps between the reference LM's evaluations
+    batch_size:int=16 # crops per step
+    seq_len:int=100 # frames per crop (and per scored chunk)
+    lr:float=3e-3 # peak learning rate of the new-codec rows
+    old_lr:float=3e-3 # peak learning rate of the reference LM
+    warmup_steps:int=0 # `+warmup` rows: steps with the body frozen (0: a tenth of the budget)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("min_delta", "lr", "old_lr"):
+                if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 and (v > 0 or f.name == "min_delta")):
+                    raise ValueError(f"Budget {f.name}={v!r}: must be a finite number > 0" + (" (or 0)" if f.name == "min_delta" else ""))
+            elif isinstance(v, bool) or not isinstance(v, int) or v < (0 if f.name == "warmup_steps" else 1):
+                raise ValueError(f"Budget {f.name}={v!r}: must be an integer >= {0 if f.name == 'warmup_steps' else 1}")
+    def to_dict(self) -> dict: return dataclasses.asdict(self)
+
+# %% ../nbs/12_evaluate.ipynb #2265e1b2
+SPLITS = ("train", "valid", "test")
+
+@dataclass
+class Prepared:
+    "What every row of an experiment shares: codes of each split under both codecs, training counts, baselines, diagnosis."
+    old:CodecInfo # the old codec
+    new:CodecInfo # the new codec
+    codes:dict # `codes[split][side]`: `[n_q, T]` LongTensors, split in SPLITS, side "old" / "new"
+    counters:dict # "aligned" / "file" -> `CooccurrenceCounter` of the training split
+    unigram:dict # side -> honest unigram on the test split (`unigram_entropy` with training frequencies)
+    diagnosis:Diagnosis # shared information and each codec's own structure (train vs test)
+    ids:dict # split -> identity of its data (corpus fingerprint, or a hash of the codes)
+
+    def seconds(self, split:str) -> float:
+        "Seconds of audio in a split (from the new codec's frames)."
+        return sum(c.shape[1] for c in self.codes[split]["new"]) / self.new.frame_rate
+    def summary(self) -> dict:
+        "JSON-able facts about the data and the baselines."
+        return dict(old_codec=self.old.to_dict(), new_codec=self.new.to_dict(), ids=self.ids,
+                    n_utterances={s: len(self.codes[s]["new"]) for s in SPLITS},
+                    seconds_of_audio={s: round(self.seconds(s), 3) for s in SPLITS}, unigram=self.unigram,
+                    counts={k: dict(mode=c.mode, window=c.window, files=c.n_files, nnz=int(c.counts.nnz)) for k, c in self.counters.items()},
+                    diagnosis=self.diagnosis.to_dict())
+
+def _codes_hash(codes:list) -> str:
+    "Identity of codes held in memory."
+    h = hashlib.sha1()
+    for c in codes: h.update(np.ascontiguousarray(torch.as_tensor(c).long().numpy()).tobytes()); h.update(str(tuple(c.shape)).encode())
+    return "codes:" + h.hexdigest()[:16]
+
+def _split_codes(data, old_codec, new_codec, cache, progress, name):
+    "(codes by side, identity) of one split given as a dataset or as `{'old': codes, 'new': codes}`."
+    if isinstance(data, dict):
+        if set(data) != {"old", "new"}: raise ValueError(f"{name} given as a dict needs keys 'old' and 'new' (codes), got {sorted(data)}")
+        codes = {k: [torch.as_tensor(c).long() for c in v] for k, v in data.items()}
+        if len(codes["old"]) != len(codes["new"]) or not codes["old"]:
+            raise ValueError(f"{name}: {len(codes['old'])} old-codec and {len(codes['new'])} new-codec utterances: give the same (non-empty) utterances under both codecs")
+        return codes, _codes_hash(codes["old"] + codes["new"])
+    stores = {k: encode_dataset(data, c, cache=cache, progress=progress) for k, c in (("old", old_codec), ("new", new_codec))}
+    return {k: s.load() for k, s in stores.items()}, stores["new"].fingerprint
+
+def _given_counts(c, mode:str, old:CodecInfo, new:CodecInfo, train_id:str) -> CooccurrenceCounter:
+    "A counts file or counter from `codecswap count`, checked against the experiment."
+    if not isinstance(c, CooccurrenceCounter): c = CooccurrenceCounter.load(c)
+    if c.mode != mode: raise ValueError(f"the {mode} counts given are {c.mode} counts: count with --mode {mode}")
+    old.check(c.old, "the counts' old codec"); new.check(c.new, "the counts' new codec")
+    corpus = c.meta.get("corpus") or {}
+    if corpus and not corpus.get("complete", True): raise ValueError("the counts given are incomplete (an interrupted count): finish it with --resume")
+    if corpus.get("fingerprint") not in (None, train_id):
+        raise ValueError(f"the {mode} counts were made on another corpus (fingerprint {corpus.get('fingerprint')}) than this training "
+                         f"split ({train_id}): count the training split, and only it")
+    return c
+
+def prepare(old_codec, new_codec, # codecs (for encoding datasets) or `CodecInfo`s (when every split is given as codes)
+            train, valid, test, # splits: datasets, or `{"old": codes, "new": codes}`
+            modes=("aligned",), # counts the rows need: "aligned" and/or "file"
+            window:float=0.0, # seconds each side of a new frame for aligned counts counted here
+            counts:dict|None=None, # mode -> counts file (or counter) from `codecswap count`, instead of counting here
+            lags=np.arange(-0.06, 0.0601, 0.01), # lag scan of the diagnosis (seconds)
+            cache=True, # codes cache (`encode_dataset`)
+            progress:bool=True, # progress output
+           ) -> Prepared:
+    "Stage 1: codes of every split, training counts, honest unigrams and the shared-information diagnosis."
+    old, new = CodecInfo.of(old_codec), CodecInfo.of(new_codec)
+    codes, ids = {}, {}
+    for name, data in zip(SPLITS, (train, valid, test)): codes[name], ids[name] = _split_codes(data, old_codec, new_codec, cache, progress, name)
+    for k in codes["train"]:
+        for c in codes["train"][k] + codes["test"][k] + codes["valid"][k]:
+            info = old if k == "old" else new
+            validate_codes(c, info.n_q, info.codebook_size, f"{k}-codec codes", expects=f"the {k} codec {info.name} has")
+    counters, counts = {}, dict(counts or {})
+    for mode in modes:
+        counters[mode] = (_given_counts(counts.pop(mode), mode, old, new, ids["train"]) if mode in counts else
+                          count_codes(codes["train"]["old"], codes["train"]["new"], old_codec, new_codec, mode, window if mode == "aligned" else 0.0))
+    if counts: raise ValueError(f"counts given for {sorted(counts)}, which no row reads (rows read {list(modes)})")
+    unigram = {k: unigram_entropy(codes["test"][k], info.codebook_size, info.frame_rate, reference=codes["train"][k])
+               for k, info in (("old", old), ("new", new))}
+    diagnosis = diagnose((codes["train"]["old"], codes["train"]["new"]), (codes["test"]["old"], codes["test"]["new"]),
+                         old_codec, new_codec, lags=lags)
+    return Prepared(old, new, codes, counters, unigram, diagnosis, ids)
+
+# %% ../nbs/12_evaluate.ipynb #1cf5116f
+def _key(obj) -> str:
+    "A short stable hash of a JSON-able object."
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _curve(history:list) -> list:
+    "The numbers of a `train_lm` history that a row keeps."
+    keep = ("step", "bits_per_second", "nll_per_token", "valid_bits_per_second", "train_loss")
+    return [{k: (None if h.get(k) is None else (int(h[k]) if k == "step" else float(h[k]))) for k in keep if k in h} for h in history]
+
+def lm_config(prep:Prepared, lm:dict|None=None, codec:str="old") -> LMConfig:
+    "The `LMConfig` of an experiment's models: `lm` options on top of small defaults, sized for `codec`'s tokens."
+    info = prep.old if codec == "old" else prep.new
+    opts = {**dict(d_model=128, n_layers=4, n_heads=4, dropout=0.1, max_len=256), **(lm or {})}
+    return LMConfig(n_q=info.n_q, codebook_size=info.codebook_size, codec=info.to_dict(), **opts)
+
+def train_reference(prep:Prepared, # from `prepare`
+                    budget:Budget=Budget(), # `old_steps`, `old_eval_every`, `old_lr`, plateau settings, batch
+                    lm:dict|None=None, # `LMConfig` options
+                    seed:int=0, # init, data order, dropout
+                    device="cpu", # where it trains
+                    out=None, # run folder: the model is saved to / loaded from `out/old_lm`
+                    old_model=None, # a trained old-codec model (or checkpoint folder) to use instead
+                    progress:bool=True, log=print,
+                   ) -> tuple: # (model, info: test cost, honest unigram, share below it, curve, steps)
+    "Stage 2: the old-codec LM, trained to its validation plateau (best validation checkpoint), or loaded."
+    say = log or (lambda *a: None)
+    key = _key(dict(old=prep.old.to_dict(), ids=prep.ids, lm=lm_config(prep, lm).to_dict(), seed=seed,
+                    budget={k: v for k, v in budget.to_dict().items() if k.startswith("old_") or k in ("batch_size", "seq_len", "patience", "min_delta")}))
+    path, curve = None if out is None else Path(out) / "old_lm", []
+    if old_model is not None:
+        if not isinstance(old_model, nn.Module): old_model = load_checkpoint(old_model, device=device)
+        if (old_model.n_q, old_model.codebook_size) != prep.old.shape:
+            raise ValueError(f"old_model has {old_model.n_q} levels of {old_model.codebook_size} codes but the old codec has "
+                             f"{prep.old.n_q} of {prep.old.codebook_size}: pass the model trained on the old codec's tokens")
+        model, source = old_model.to(device), "given"
+    elif path is not None and (path / "config.json").is_file() and load_checkpoint(path).extra.get("key") == key:
+        model, source = load_checkpoint(path, device=device), "loaded"
+        curve = model.extra.get("curve", [])
+    else:
+        torch.manual_seed(seed)
+        model = AudioLM(lm_config(prep, lm)).to(device)
+        say(f"training the reference LM on {prep.old.name} (at most {budget.old_steps} steps, best validation checkpoint kept)")
+        stop = plateau(budget.patience, budget.min_delta)
+        hist = train_lm(model, prep.codes["train"]["old"], budget.old_steps, lr=budget.old_lr, batch_size=budget.batch_size,
+                        seq_len=budget.seq_len, seed=seed, eval_codes=prep.codes["test"]["old"], valid_codes=prep.codes["valid"]["old"],
+                        eval_every=budget.old_eval_every, frame_rate=prep.old.frame_rate, keep_best=True, callback=stop, progress=progress)
+        curve, source = _curve(hist), "trained"
+        if path is not None: save_checkpoint(model, path, extra=dict(key=key, curve=curve))
+    res = evaluate_nll(model, prep.codes["test"]["old"], prep.old.frame_rate, seq_len=budget.seq_len)
+    uni = prep.unigram["old"]["bits_per_second"]
+    best = min(curve, key=lambda r: r.get("valid_bits_per_second", math.inf)) if curve else None
+    info = dict(res, source=source, unigram_bits_per_second=uni, below_unigram=1 - res["bits_per_second"] / uni, curve=curve,
+                steps=curve[-1]["step"] if curve else None, selected_step=best["step"] if best else None)
+    say(f"reference LM ({source}): {res['bits_per_second']:.0f} bits/s on test, {info['below_unigram']:.0%} below the honest unigram ({uni:.0f})")
+    return model, info
+
+# %% ../nbs/12_evaluate.ipynb #441b9e8a
+def _slug(name:str) -> str: return re.sub(r"[^A-Za-z0-9.=-]+", "_", name)[:80] + "-" + _key(name)[:6]
+
+def run_row(prep:Prepared, old_model:AudioLM, # the reference LM (stage 2)
+            name:str, # "scratch" or an initialisation (`embeddings.parse_init`)
+            budget:Budget=Budget(), # batch, LR, evaluation, plateau settings
+            steps:int|None=None, # steps to train (None: scratch's plateau, at most `budget.steps`)
+            seed:int=0, device="cpu",
+            out=None, # run folder: the row is written to / read from `out/rows/`
+            key:str="", # the experiment's key (`evaluate_switch`): a stored row of another experiment is not reused
+            progress:bool=True, log=print,
+           ) -> dict: # method, curve, steps, seconds, transfer report
+    "Stage 3: train one new-codec row and score it on validation and test at every evaluation."
+    say = log or (lambda *a: None)
+    path = None if out is None else Path(out) / "rows" / f"{_slug(name)}.json"
+    row_key = _key(dict(key=key, name=name, steps=steps))
+    if path is not None and path.is_file():
+        row = json.loads(path.read_text())
+        if row.get("key") == row_key: return row
+    t0, report, warm = time.perf_counter(), None, 0
+    if name == "scratch":
+        torch.manual_seed(seed)
+        model = AudioLM(dataclasses.replace(old_model.config, n_q=prep.new.n_q, codebook_size=prep.new.codebook_size, codec=prep.new.to_dict())).to(device)
+    else:
+        init = parse_init(name)
+        model, rep = init_new_model(old_model, init, prep.counters, prep.new.to_dict(), seed=seed)
+        report = dict(init=rep.get("init"), embeddings=rep.get("embeddings"), level_map=rep.get("level_map"))
+        warm = (budget.warmup_steps or max(1, (steps or budget.steps) // 10)) if init.warmup else 0
+    stop = plateau(budget.patience, budget.min_delta) if steps is None else (lambda r: r["step"] >= steps)
+    hist = train_lm(model.to(device), prep.codes["train"]["new"], budget.steps, lr=budget.lr, batch_size=budget.batch_size,
+                    seq_len=budget.seq_len, seed=seed, eval_codes=prep.codes["test"]["new"], valid_codes=prep.codes["valid"]["new"],
+                    eval_every=budget.eval_every, frame_rate=prep.new.frame_rate, freeze_body_steps=warm, callback=stop, progress=progress)
+    curve = _curve(hist)
+    row = dict(method=name, key=row_key, curve=curve, steps=curve[-1]["step"], seconds=round(time.perf_counter() - t0, 2),
+               warmup_steps=warm, transfer=report)
+    say(f"{name:>34}: step 0 {curve[0]['bits_per_second']:7.0f}  step {row['steps']} {curve[-1]['bits_per_second']:7.0f} bits/s "
+        f"({row['seconds']:.0f} s)")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "w") as f: f.write(json.dumps(row, indent=1))
+    return row
+
+# %% ../nbs/12_evaluate.ipynb #4721408e
+CONTROLS = ("scratch", "random", "unigram", "mean+noise")
+
 def steps_to_match(curve:list, # [(step, bits_per_second), ...] in step order
                    target:float, # bits per second to reach
                   ) -> int|None: # first step with bits/s <= target, None if never
@@ -60,220 +276,214 @@ def steps_to_match(curve:list, # [(step, bits_per_second), ...] in step order
     return next((int(s) for s, v in curve if v <= target), None)
 
 def wins_everywhere(curve:list, # [(step, bits_per_second), ...]
-                    ref:list, # a reference curve on the same steps
-                   ) -> bool: # strictly better at every shared step
-    "True when `curve` is strictly below `ref` at every step both evaluated."
+                    ref:list, # a reference curve
+                    after:int=0, # only steps after this one count
+                   ) -> bool: # strictly better at every shared step after `after`
+    "True when `curve` is strictly below `ref` at every step both evaluated after `after`."
     r = dict(ref)
-    shared = [(v, r[s]) for s, v in curve if s in r]
+    shared = [(v, r[s]) for s, v in curve if s in r and s > after]
     return bool(shared) and all(v < w for v, w in shared)
 
-# %% ../nbs/12_evaluate.ipynb #0000001b
-_COLS = [("method", "init", "{}"), ("step0_bits_per_second", "step 0 bits/s", "{:.0f}"),
-         ("mid_bits_per_second", "mid bits/s", "{:.0f}"), ("final_bits_per_second", "final bits/s", "{:.0f}"),
-         ("best_bits_per_second", "best bits/s", "{:.0f}"), ("step0_nll_per_token", "step 0 nats/token", "{:.3f}"),
-         ("gap_closed", "gap closed", "{:.2f}"), ("steps_to_match_scratch", "steps to scratch final", "{}"),
-         ("steps_to_match_scratch_best", "steps to scratch best", "{}"), ("wins_vs_scratch", "< scratch always", "{}"),
-         ("wins_vs_mean+noise", "< mean+noise always", "{}")]
+def score_rows(rows:list, # rows of `run_row` (scratch first or anywhere)
+              ) -> list: # the rows, each with its scores added (a copy)
+    "Scores of every row against scratch and the controls (pure: reads the rows only)."
+    rows = [dict(r) for r in rows]
+    cv = {r["method"]: [(c["step"], c["bits_per_second"]) for c in r["curve"]] for r in rows}
+    if "scratch" not in cv: raise ValueError("score_rows needs the scratch row: it is every row's yardstick")
+    sc = cv["scratch"]; sc_final, budget = sc[-1][1], sc[-1][0]
+    mid = min((s for s, _ in sc), key=lambda s: abs(s - budget / 3))
+    for r in rows:
+        c = cv[r["method"]]; v0 = c[0][1]
+        r.update(step0_bits_per_second=v0, final_bits_per_second=c[-1][1], mid_bits_per_second=dict(c).get(mid),
+                 best_bits_per_second=min(v for _, v in c), mean_after0_bits_per_second=float(np.mean([v for _, v in c[1:]])) if len(c) > 1 else v0,
+                 step0_nll_per_token=r["curve"][0]["nll_per_token"], steps_to_scratch_final=steps_to_match(c, sc_final),
+                 scratch_steps_to_step0=steps_to_match(sc, v0), budget=budget, mid_step=mid)
+        for ctrl in ("random", "unigram"):
+            c0 = cv[ctrl][0][1] if ctrl in cv else None
+            r[f"gap_closed_{ctrl}"] = (None if c0 is None or r["method"] in ("scratch", ctrl) or c0 == sc_final
+                                       else (c0 - v0) / (c0 - sc_final))
+        for ctrl in CONTROLS:
+            if ctrl in cv and ctrl != r["method"]: r[f"wins_vs_{ctrl}"] = wins_everywhere(c, cv[ctrl])
+    return rows
 
-def results_table(rows:list, # result rows of `evaluate_switch`
-                  info:dict|None=None, # `evaluate_switch`'s run info (adds a header with baselines)
-                 ) -> str: # a markdown table
-    "The results as a markdown table (one line per initialisation, best final first after the baselines)."
-    fmt = lambda v, f: "–" if v is None else (("yes" if v else "no") if isinstance(v, bool) else f.format(v))
+# %% ../nbs/12_evaluate.ipynb #b78c387b
+def _best_transfer(rows:list) -> dict|None:
+    "The counts-based row with the lowest mean cost after step 0."
+    counted = [r for r in rows if r["method"] not in ("scratch",) and parse_init(r["method"]).counts is not None
+               and parse_init(r["method"]).options.rows == "counts"]
+    return min(counted, key=lambda r: r["mean_after0_bits_per_second"]) if counted else None
+
+def targets(rows:list, # scored rows (`score_rows`)
+            info:dict, # the run's info (`evaluate_switch`): diagnosis, reference LM
+           ) -> list: # one dict per target: name, value, goal, met (True / False / None when it cannot be checked)
+    "The experiment's targets: shared information, what the reference LM learned, and what the best transferred init saves."
+    by = {r["method"]: r for r in rows}
+    best, out = _best_transfer(rows), []
+    def add(name, value, goal, met): out.append(dict(target=name, value=value, goal=goal, met=met))
+    scan = info["diagnosis"].get("scan") or []
+    shared = max(scan) if scan else max(info["diagnosis"]["shared"][0])
+    add("shared information at level 0 (aligned, best lag), bits/token", round(shared, 3), ">= 1", shared >= 1)
+    below = info["old_lm"]["below_unigram"]
+    add("reference LM below its honest unigram", round(below, 3), ">= 0.25", below >= 0.25)
+    if best is None:
+        add("best transferred init", None, "a counts-based row", None); return out
+    name, budget = best["method"], best["budget"]
+    beats = {c: best.get(f"wins_vs_{c}") for c in CONTROLS}
+    add(f"{name} beats unigram, mean+noise, random, scratch at every evaluation after step 0",
+        {c: v for c, v in beats.items()}, "all yes", None if any(v is None for v in beats.values()) else all(beats.values()))
+    s0 = best["scratch_steps_to_step0"]
+    add(f"scratch steps to reach {name}'s step-0 cost, share of its budget", None if s0 is None else round(s0 / budget, 3), ">= 0.25",
+        s0 is None or s0 / budget >= 0.25)
+    m = best["steps_to_scratch_final"]
+    add(f"{name} steps to scratch's final cost, share of scratch's budget", None if m is None else round(m / budget, 3), "<= 0.5",
+        m is not None and m / budget <= 0.5)
+    al, fi = by.get("aligned+weighted"), by.get("file+weighted")
+    add("aligned+weighted beats file+weighted (step 0 and mean after step 0)",
+        None if not (al and fi) else [round(al["step0_bits_per_second"]), round(fi["step0_bits_per_second"]),
+                                      round(al["mean_after0_bits_per_second"]), round(fi["mean_after0_bits_per_second"])],
+        "aligned lower on both", None if not (al and fi) else al["step0_bits_per_second"] < fi["step0_bits_per_second"]
+        and al["mean_after0_bits_per_second"] < fi["mean_after0_bits_per_second"])
+    return out
+
+# %% ../nbs/12_evaluate.ipynb #d0d4eb38
+_COLS = [("method", "init", "{}"), ("step0_bits_per_second", "step 0", "{:.0f}"), ("mid_bits_per_second", "mid", "{:.0f}"),
+         ("final_bits_per_second", "final", "{:.0f}"), ("best_bits_per_second", "best", "{:.0f}"),
+         ("gap_closed_random", "gap closed vs random", "{:.2f}"), ("gap_closed_unigram", "gap closed vs unigram", "{:.2f}"),
+         ("scratch_steps_to_step0", "scratch steps to its step 0", "{}"), ("steps_to_scratch_final", "steps to scratch final", "{}"),
+         ("wins_vs_scratch", "< scratch", "{}"), ("wins_vs_unigram", "< unigram", "{}"), ("wins_vs_mean+noise", "< mean+noise", "{}")]
+
+def _fmt(v, f): return "–" if v is None else ("yes" if v else "no") if isinstance(v, bool) else f.format(v)
+
+def results_table(rows:list, # scored rows
+                  info:dict|None=None, # run info: adds the baselines above the table
+                 ) -> str: # markdown
+    "The scored rows as a markdown table (controls first), with the baselines above it."
     lines = ["| " + " | ".join(c[1] for c in _COLS) + " |", "|" + "---|" * len(_COLS)]
-    lines += ["| " + " | ".join(fmt(r.get(k), f) for k, _, f in _COLS) + " |" for r in rows]
-    if info:
-        u, o = info.get("unigram", {}), info.get("old_lm", {})
-        head = [f"Held-out bits per second of audio (lower is better); {info.get('steps')} steps per row, "
-                f"evaluated every {info.get('eval_every')}; mid = step {info.get('mid_step')}."]
-        if u: head.append(f"Unigram entropy (held-out): old codec {u['old']['bits_per_second']:.0f} bits/s, "
-                          f"new codec {u['new']['bits_per_second']:.0f} bits/s.")
-        if o: head.append(f"Old LM on the old codec, held-out: {o['bits_per_second']:.0f} bits/s "
-                          f"({o['nll_per_token']:.3f} nats/token) after {o.get('steps')} steps.")
-        lines = head + [""] + lines
-    return "\n".join(lines) + "\n"
+    lines += ["| " + " | ".join(_fmt(r.get(k), f) for k, _, f in _COLS) + " |" for r in rows]
+    if not info: return "\n".join(lines) + "\n"
+    b, u, o = info["budget"], info["unigram"], info["old_lm"]
+    head = [f"Test-split bits per second of audio (lower is better). Every row trains {rows[0]['budget'] if rows else '?'} steps "
+            f"(where scratch's validation cost stopped improving), evaluated every {b['eval_every']}; mid = step {rows[0].get('mid_step') if rows else '?'}.",
+            f"Honest unigram (training frequencies, test tokens): old codec {u['old']['bits_per_second']:.0f} bits/s, "
+            f"new codec {u['new']['bits_per_second']:.0f} bits/s; count model of the new codec {info['diagnosis']['new']['count_model_bits_per_second']:.0f} bits/s.",
+            f"Reference LM on the old codec: {o['bits_per_second']:.0f} bits/s on test, {o['below_unigram']:.0%} below its honest unigram "
+            f"(checkpoint of step {o.get('selected_step')}, chosen on validation)."]
+    return "\n".join(head + [""] + lines) + "\n"
 
-def plot_curves(rows:list, # result rows of `evaluate_switch` (with `curve`)
-                path:str|Path|None=None, # save the figure here (PNG) when given
-                title:str="Held-out loss after the codec switch",
+def targets_table(ts:list) -> str:
+    "The targets as a markdown table."
+    show = lambda v: ", ".join(f"{k}: {_fmt(x, '{}')}" for k, x in v.items()) if isinstance(v, dict) else _fmt(v, "{}")
+    return "\n".join(["| target | value | goal | met |", "|---|---|---|---|"] +
+                     [f"| {t['target']} | {show(t['value'])} | {t['goal']} | {_fmt(t['met'], '{}') if t['met'] is not None else 'not checked'} |" for t in ts]) + "\n"
+
+def plot_curves(rows:list, # rows with `curve`
+                info:dict|None=None, # run info: draws the new codec's honest unigram and count-model lines
+                path=None, # save the figure here (PNG) when given
+                title:str="Test bits/s after the codec switch",
                ):
-    "Held-out bits/s against training steps for every row (scratch dashed black); whole curves and a zoom."
+    "Test bits/s against training steps for every row (scratch dashed black), reference lines, and a zoom after step 0."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 2, figsize=(12, 4.2))
-    cmap = plt.get_cmap("tab10" if len(rows) <= 11 else "tab20")
-    k = 0
+    cmap, k = plt.get_cmap("tab10" if len(rows) <= 11 else "tab20"), 0
     for r in rows:
         s, v = zip(*[(c["step"], c["bits_per_second"]) for c in r["curve"]])
         if r["method"] == "scratch": style = dict(color="k", ls="--", lw=2, zorder=5)
         else: style = dict(color=cmap(k % cmap.N), lw=1.4, ls="-" if k < cmap.N else ":"); k += 1
         for ax in axs: ax.plot(s, v, label=r["method"], **style)
+    if info:
+        for y, lab, ls in ((info["unigram"]["new"]["bits_per_second"], "honest unigram", ":"),
+                           (info["diagnosis"]["new"]["count_model_bits_per_second"], "count model", "-.")):
+            for ax in axs: ax.axhline(y, color="grey", ls=ls, lw=1, label=lab if ax is axs[0] else None)
     later = [c["bits_per_second"] for r in rows for c in r["curve"][1:]]
     if later:
         lo, hi = min(later), max(later)
         axs[1].set_ylim(lo - 0.05 * (hi - lo + 1), hi + 0.05 * (hi - lo + 1))
         axs[1].set_xlim(left=min(r["curve"][1]["step"] for r in rows if len(r["curve"]) > 1))
     axs[0].set_title(title, fontsize=10); axs[1].set_title("zoom: after step 0", fontsize=10)
-    for ax in axs: ax.set_xlabel("training steps on the new codec"); ax.set_ylabel("held-out bits / s"); ax.grid(alpha=0.3)
+    for ax in axs: ax.set_xlabel("training steps on the new codec"); ax.set_ylabel("test bits / s"); ax.grid(alpha=0.3)
     handles, labels = axs[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.84, 0.5), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 0.84, 1))
     if path is not None:
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as f: fig.savefig(f, dpi=110, format="png", bbox_inches="tight")
+        with atomic_write(Path(path)) as f: fig.savefig(f, dpi=110, format="png", bbox_inches="tight")
     return fig
 
-def write_results(rows:list, # result rows
-                  info:dict, # run info: configs, seeds, baselines
-                  out:str|Path, # output folder (created)
+def write_results(rows:list, # scored rows
+                  info:dict, # run info
+                  out, # output folder (created)
                  ) -> dict: # paths written
     "Write `results.json`, `results.md` and `curves.png` into `out`."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(dict(info=info, rows=rows), indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
-    with atomic_write(out / "results.json", "w") as f: f.write(text)
-    md = results_table(rows, info)
-    with atomic_write(out / "results.md", "w") as f: f.write(md)
     import matplotlib.pyplot as plt
-    fig = plot_curves(rows, out / "curves.png"); plt.close(fig)
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    ts = targets(rows, info) if any(r["method"] == "scratch" for r in rows) else []
+    with atomic_write(out / "results.json", "w") as f: f.write(json.dumps(dict(info=info, rows=rows, targets=ts), indent=1, default=str))
+    md = results_table(rows, info) + ("\n" + targets_table(ts) if ts else "")
+    with atomic_write(out / "results.md", "w") as f: f.write(md)
+    plt.close(plot_curves(rows, info, out / "curves.png"))
     return dict(json=out / "results.json", md=out / "results.md", png=out / "curves.png")
 
-# %% ../nbs/12_evaluate.ipynb #0000001d
-DEFAULT_METHODS = ("random", "mean", "mean+noise", "file+argmax", "file+weighted", "aligned+argmax", "aligned+weighted",
-                   "aligned+weighted+noise", "aligned+weighted+matched+noise", "aligned+weighted+ppmi+noise")
+# %% ../nbs/12_evaluate.ipynb #b4e52c33
+DEFAULT_METHODS = ("random", "unigram", "mean", "mean+noise", "file+argmax", "file+weighted", "aligned+argmax", "aligned+weighted",
+                   "aligned+weighted+bayes", "aligned+weighted+noise", "aligned+weighted+matched+noise", "aligned+weighted+ppmi+noise")
 
 class SwitchResults(list):
-    "The rows of `evaluate_switch` (a list of dicts) with the run's `info` (configs, seeds, baselines) attached."
-    def __init__(self, rows, info): super().__init__(rows); self.info = info
-    def table(self) -> str: return results_table(list(self), self.info)
+    "The scored rows of `evaluate_switch` (a list of dicts) with the run's `info` and `targets` attached."
+    def __init__(self, rows, info, targets): super().__init__(rows); self.info, self.targets = info, targets
+    def table(self) -> str: return results_table(list(self), self.info) + "\n" + targets_table(self.targets)
     def _repr_markdown_(self): return self.table()
 
-def _summary(curve):
-    "step-0, final and per-step numbers of a `train_lm` history."
-    return [dict(step=int(h["step"]), bits_per_second=float(h["bits_per_second"]), nll_per_token=float(h["nll_per_token"]),
-                 train_loss=None if h.get("train_loss") is None else float(h["train_loss"])) for h in curve]
+def _order(rows):
+    "Controls first (scratch, random, unigram, mean, mean+noise), then the rest by final cost."
+    first = {n: i for i, n in enumerate(("scratch", "random", "unigram", "mean", "mean+noise"))}
+    return sorted(rows, key=lambda r: (first.get(r["method"], len(first)), r["final_bits_per_second"] if r["method"] not in first else 0))
 
-def _codes_of(data, codec, cache, batch_size, progress):
-    "Codes of a dataset, or the given list of codes."
-    if isinstance(data, (list, tuple)) and data and isinstance(data[0], torch.Tensor) and not data[0].is_floating_point():
-        return [c.long() for c in data]
-    return encode_dataset(data, codec, cache=cache, batch_size=batch_size, progress=progress).load()
-
-def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
-                    new_codec, # the codec to switch to
-                    train, # training split: a dataset, or `{"old": codes, "new": codes}` already encoded
-                    heldout, # held-out split, same kinds (never counted, never trained on)
-                    methods:list=DEFAULT_METHODS, # initialisations to compare (names, see `embeddings.parse_init`); `scratch` is always added
-                    steps:int=500, # training steps for every new-codec row
-                    eval_every:int=50, # steps between held-out evaluations
-                    old_model:AudioLM|str|Path|None=None, # a trained old-codec model or checkpoint folder; None: train one
-                    old_steps:int=1500, # steps for the old model (best held-out checkpoint kept)
-                    lm:dict|None=None, # `LMConfig` options for the old and the scratch model
-                    batch_size:int=16, # crops per step
-                    seq_len:int=150, # frames per crop (and per held-out chunk)
-                    lr:float=3e-3, # peak learning rate (warm-up then cosine decay), same for every row
-                    old_lr:float|None=None, # learning rate of the old model (default `lr`)
-                    warmup_steps:int|None=None, # body frozen this long for `+warmup` rows (default steps // 10)
+def evaluate_switch(old_codec, new_codec, # codecs (or `CodecInfo`s when every split is given as codes)
+                    train, valid, test, # splits: datasets or `{"old": codes, "new": codes}` (see `prepare`)
+                    methods=DEFAULT_METHODS, # initialisations to compare; `scratch` is always added
+                    budget:Budget=Budget(), # how long everything trains
+                    lm:dict|None=None, # `LMConfig` options of the reference LM (and of scratch)
                     seed:int=0, # one seed for init, noise, data order and dropout
-                    device:str|torch.device="cpu", # where the models train ("cuda" on a GPU)
-                    cache:str|Path|bool=True, # codes cache (see `encode.encode_dataset`)
-                    out:str|Path|None=None, # write results.json/.md/curves.png (and the old model) here
-                    progress:bool=True, # progress bars
-                    log=print, # where to report progress lines (None: silent)
-                   ) -> list: # one dict per row: method, step0/final bits/s, nll, steps_to_match_scratch, curve, ...
-    "Train/load an old-codec LM, switch it to `new_codec` with each init, continue training, compare with from scratch."
-    say = log or (lambda *a, **k: None)
-    t_start = time.perf_counter()
-    specs = [parse_init(m) for m in methods if m != "scratch"]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names): raise ValueError(f"the same initialisation twice in {names} (names are canonical)")
-    if steps < 1 or eval_every < 1: raise ValueError(f"steps and eval_every must be >= 1, got {steps}, {eval_every}")
-    codes = {}
-    for split, data in (("train", train), ("heldout", heldout)):
-        if isinstance(data, dict):
-            if set(data) != {"old", "new"}: raise ValueError(f"{split} as a dict must have keys 'old' and 'new' (codes), got {sorted(data)}")
-            codes[split] = {k: [torch.as_tensor(c).long() for c in v] for k, v in data.items()}
-        else:
-            codes[split] = {k: _codes_of(data, c, cache, 8, progress) for k, c in (("old", old_codec), ("new", new_codec))}
-    modes = ["aligned"] + (["file"] if any(s.counts == "file" for s in specs) else [])
-    counters = {m: count_codes(codes["train"]["old"], codes["train"]["new"], old_codec, new_codec, mode=m) for m in modes}
-    fr_old, fr_new = old_codec.frame_rate, new_codec.frame_rate
-    unigram = dict(old=unigram_entropy(codes["heldout"]["old"], old_codec.codebook_size, fr_old),
-                   new=unigram_entropy(codes["heldout"]["new"], new_codec.codebook_size, fr_new))
-    max_len = seq_len + max(old_codec.n_q, new_codec.n_q)  # the delay pattern adds n_q - 1 steps
-    lm_opts = {**dict(d_model=128, n_layers=4, n_heads=4, dropout=0.1, max_len=max_len), **(lm or {})}
-    train_kw = dict(batch_size=batch_size, seq_len=seq_len, seed=seed, progress=progress)
-
-    # 1. the reference model on the old codec
-    if old_model is None:
-        torch.manual_seed(seed)
-        old_model = AudioLM(LMConfig(n_q=old_codec.n_q, codebook_size=old_codec.codebook_size, codec=old_codec.config, **lm_opts)).to(device)
-        say(f"training the old-codec LM ({old_steps} steps)")
-        hist = train_lm(old_model, codes["train"]["old"], old_steps, lr=old_lr or lr, eval_codes=codes["heldout"]["old"],
-                        eval_every=max(1, old_steps // 10), frame_rate=fr_old, keep_best=True, **train_kw)
-        old_curve = _summary(hist)
-        if out is not None: save_checkpoint(old_model, Path(out) / "old_lm", extra=dict(history=old_curve))
-    else:
-        if not isinstance(old_model, nn.Module): old_model = load_checkpoint(old_model, device=device)
-        if (old_model.n_q, old_model.codebook_size) != (old_codec.n_q, old_codec.codebook_size):
-            raise ValueError(f"old_model has {old_model.n_q} levels of {old_model.codebook_size} codes but old_codec has "
-                             f"{old_codec.n_q} of {old_codec.codebook_size}: pass the model trained on old_codec's tokens")
-        old_curve = []
-    old_eval = evaluate_nll(old_model, codes["heldout"]["old"], fr_old, seq_len=seq_len)
-    say(f"old LM held-out: {old_eval['bits_per_second']:.0f} bits/s (unigram {unigram['old']['bits_per_second']:.0f})")
-
-    def run(model, name, warm=0):
-        t0 = time.perf_counter()
-        hist = train_lm(model, codes["train"]["new"], steps, lr=lr, eval_codes=codes["heldout"]["new"], eval_every=eval_every,
-                        frame_rate=fr_new, freeze_body_steps=warm, **train_kw)
-        curve = _summary(hist)
-        say(f"{name:>34}: step 0 {curve[0]['bits_per_second']:7.0f}  final {curve[-1]['bits_per_second']:7.0f} bits/s "
-            f"({time.perf_counter() - t0:.0f} s)")
-        return dict(method=name, curve=curve, seconds=time.perf_counter() - t0)
-
-    # 2. from scratch on the new codec: the yardstick
-    torch.manual_seed(seed)
-    scratch = AudioLM(dataclasses.replace(old_model.config, n_q=new_codec.n_q, codebook_size=new_codec.codebook_size,
-                                          codec=new_codec.config)).to(device)
-    rows = [run(scratch, "scratch")]
-    # 3. every initialisation of the switched model
-    warm = steps // 10 if warmup_steps is None else warmup_steps
-    for s in specs:
-        model, rep = init_new_model(old_model, s, counters, new_codec, seed=seed)
-        row = run(model, s.name, warm if s.warmup else 0)
-        row.update(base=s.base, build=s.options.method if s.options.rows == "counts" else None, options=s.options.changed(),
-                   inputs=s.inputs, heads=s.heads, warmup_steps=warm if s.warmup else 0,
-                   transfer=dict(embeddings=rep.get("embeddings"), level_map=rep.get("level_map")))
-        rows.append(row)
-    # 4. scores against scratch and the controls
-    ref = {r["method"]: [(c["step"], c["bits_per_second"]) for c in r["curve"]] for r in rows}
-    scratch_final = rows[0]["curve"][-1]["bits_per_second"]
-    scratch_best = min(v for _, v in ref["scratch"])
-    rand0 = ref["random"][0][1] if "random" in ref else None
-    mid = min((c["step"] for c in rows[0]["curve"]), key=lambda s: abs(s - steps / 3))
-    for r in rows:
-        cv = ref[r["method"]]
-        r.update(step0_bits_per_second=cv[0][1], step0_nll_per_token=r["curve"][0]["nll_per_token"],
-                 mid_bits_per_second=dict(cv).get(mid), final_bits_per_second=cv[-1][1],
-                 final_nll_per_token=r["curve"][-1]["nll_per_token"],
-                 best_bits_per_second=min(v for _, v in cv), best_step=min(cv, key=lambda x: x[1])[0],
-                 steps_to_match_scratch=steps_to_match(cv, scratch_final),
-                 steps_to_match_scratch_best=steps_to_match(cv, scratch_best),
-                 gap_closed=None if rand0 is None or rand0 == scratch_final or r["method"] == "scratch"
-                            else (rand0 - cv[0][1]) / (rand0 - scratch_final))
-        for b in ("scratch", "random", "mean+noise"):
-            if b in ref and b != r["method"]: r[f"wins_vs_{b}"] = wins_everywhere(cv, ref[b])
-    order = {n: i for i, n in enumerate(["scratch", "random", "mean", "mean+noise"])}
-    rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["final_bits_per_second"] if r["method"] not in order else 0))
-    info = dict(old_codec=old_codec.config, new_codec=new_codec.config, seed=seed, steps=steps, eval_every=eval_every,
-                mid_step=mid, batch_size=batch_size, seq_len=seq_len, lr=lr, old_lr=old_lr or lr, old_steps=old_steps,
-                warmup_steps=warm, lm=dict(model_config_dict(old_model)), methods=names,
-                n_utterances=dict(train=len(codes["train"]["old"]), heldout=len(codes["heldout"]["old"])),
-                seconds_of_audio=dict(train=sum(c.shape[1] for c in codes["train"]["new"]) / fr_new,
-                                      heldout=sum(c.shape[1] for c in codes["heldout"]["new"]) / fr_new),
-                unigram=unigram, old_lm=dict(old_eval, steps=old_steps if old_curve else None, curve=old_curve),
-                counts=dict(aligned_nnz=int(counters["aligned"].counts.nnz)), seconds=time.perf_counter() - t_start,
-                torch_threads=torch.get_num_threads())
+                    device="cpu", # where the models train ("cuda" on a GPU)
+                    counts:dict|None=None, # mode -> counts file from `codecswap count` (see `prepare`)
+                    window:float=0.0, # aligned counts counted here: seconds each side of a new frame
+                    cache=True, # codes cache (`encode_dataset`)
+                    out=None, # run folder: results, the reference LM and every finished row; a rerun resumes
+                    old_model=None, # a trained old-codec LM (or checkpoint folder) instead of training one
+                    lags=np.arange(-0.06, 0.0601, 0.01), # lag scan of the diagnosis
+                    progress:bool=True, log=print,
+                   ) -> SwitchResults:
+    "Prepare, train (or load) the reference LM, run scratch and every initialisation, score: resumable, row by row."
+    say, t0 = log or (lambda *a: None), time.perf_counter()
+    inits = [parse_init(m) for m in methods if m != "scratch"]
+    names = [i.name for i in inits]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods name the same initialisation twice ({[n for n in names if names.count(n) > 1][0]!r}): list each once")
+    modes = tuple(m for m in ("aligned", "file") if any(i.counts == m for i in inits))
+    prep = prepare(old_codec, new_codec, train, valid, test, modes, window, counts, lags, cache, progress)
+    say(prep.diagnosis.summary())
+    key = _key(dict(old=prep.old.to_dict(), new=prep.new.to_dict(), ids=prep.ids, lm=lm_config(prep, lm).to_dict(), budget=budget.to_dict(),
+                    seed=seed, window=window, counts={k: dict(c.config, files=c.n_files) for k, c in prep.counters.items()},
+                    old_model=None if old_model is None else str(old_model) if not isinstance(old_model, nn.Module) else "given"))
+    if out is not None:
+        out = Path(out); run = out / "run.json"
+        if run.is_file() and json.loads(run.read_text()).get("key") != key:
+            raise ValueError(f"{out} holds the results of another experiment (other codecs, data, LM, budget, seed or counts): "
+                             "use another out folder, or delete it to start again")
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(run, "w") as f: f.write(json.dumps(dict(key=key, methods=["scratch"] + names), indent=1))
+    ref, ref_info = train_reference(prep, budget, lm, seed, device, out, old_model, progress, log)
+    info = dict(prep.summary(), budget=budget.to_dict(), lm=model_config_dict(ref), seed=seed, old_lm=ref_info,
+                torch_threads=torch.get_num_threads(), key=key)
+    rows = [run_row(prep, ref, "scratch", budget, None, seed, device, out, key, progress, log)]
+    steps = rows[0]["steps"]
+    for n in names:
+        rows.append(run_row(prep, ref, n, budget, steps, seed, device, out, key, progress, log))
+        if out is not None: write_results(_order(score_rows(rows)), dict(info, partial=True), out)
+    rows = _order(score_rows(rows))
+    info.update(seconds=round(time.perf_counter() - t0, 1), partial=False)
+    ts = targets(rows, info)
     if out is not None: info["files"] = {k: str(v) for k, v in write_results(rows, info, out).items()}
-    return SwitchResults(rows, info)
+    return SwitchResults(rows, info, ts)
 
 def model_config_dict(model:AudioLM) -> dict:
     "The LM hyper-parameters worth recording (JSON-able)."
@@ -281,40 +491,35 @@ def model_config_dict(model:AudioLM) -> dict:
     return dict(n_q=model.n_q, codebook_size=model.codebook_size, d_model=c.d_model, n_layers=c.n_layers, n_heads=c.n_heads,
                 dropout=c.dropout, max_len=c.max_len, delay=c.delay, params=sum(p.numel() for p in model.parameters()))
 
-# %% ../nbs/12_evaluate.ipynb #00000025
-DEMO_METHODS = ("random", "mean", "mean+noise", "file+argmax", "file+weighted", "aligned+argmax", "aligned+weighted",
-                "aligned+weighted+matched", "aligned+weighted+noise", "aligned+weighted+matched+noise")
+# %% ../nbs/12_evaluate.ipynb #ac3a643e
+DEMO_METHODS = ("random", "unigram", "mean+noise", "file+weighted", "aligned+argmax", "aligned+weighted", "aligned+weighted+bayes",
+                "aligned+weighted+noise")
+DEMO_PAIRS = dict(spectral=("mel_24khz:2", "mfcc_16khz:2"), trained=("small_encodec_24khz:2", "small_dac_16khz:2"))
+DEMO_BUDGET = Budget(steps=1000, eval_every=50, patience=3, min_delta=0.01, old_steps=1500, old_eval_every=100, batch_size=16, seq_len=100)
+DEMO_LM = dict(d_model=96, n_layers=3, n_heads=4, dropout=0.1, max_len=128)
 
-def run_demo(out:str|Path="codecswap-demo", # output folder
-             methods:list=DEMO_METHODS, # initialisations to compare
-             steps:int=200, # training steps per new-codec row
-             old_steps:int=300, # training steps of the old-codec LM (the best held-out checkpoint is kept)
-             eval_every:int=25, # steps between held-out evaluations
-             batch_size:int=8, # crops per step
-             seq_len:int=100, # frames per crop (1.33 s at 75 Hz)
-             n_speakers:int=12, n_utterances:int=14, # size of the embedded corpus (`default_corpus`)
-             old:str="encodec_24khz:6", # old codec spec (`parse_codec_spec`)
-             new:str="dac_16khz:8", # new codec spec
-             weights:str="random", # codec weights: "random" (offline) or "pretrained"
-             lm:dict|None=None, # `LMConfig` options
+def run_demo(out="codecswap-demo", # output folder (a rerun resumes)
+             pair:str="spectral", # a key of `DEMO_PAIRS`, or "old_spec,new_spec"
+             methods=DEMO_METHODS, # initialisations to compare
+             budget:Budget=DEMO_BUDGET, # how long everything trains
+             lm:dict=DEMO_LM, # `LMConfig` options
+             n_speakers:int=40, n_utterances:int=12, # size of the embedded corpus (`default_corpus`)
              threads:int|None=None, # torch threads (None: leave as is)
              seed:int=0, # seeds everything
-             progress:bool=True, # progress bars
-             **kwargs, # more `evaluate_switch` options (lr, warmup_steps, device, ...)
+             progress:bool=True, # progress output
+             **kwargs, # more `evaluate_switch` options (device, window, ...)
             ) -> SwitchResults:
-    "The README's main job: switch an EnCodec LM to DAC on the offline corpus, print and save the comparison."
+    "The README's main job: switch an LM between two codecs on the offline corpus, print the diagnosis, the table and the targets."
     from codecswap_nb.codecs import load_codec
     if threads: torch.set_num_threads(int(threads))
     t0 = time.perf_counter()
+    old_spec, new_spec = DEMO_PAIRS[pair] if pair in DEMO_PAIRS else pair.split(",")
     root = default_corpus(n_speakers, n_utterances, seed)
-    train, held = LibriTTS(root, "train-clean"), LibriTTS(root, "dev-clean")
-    codecs = [load_codec(spec, weights=weights, seed=seed) for spec in (old, new)]
-    print(f"corpus: {len(train)} training and {len(held)} held-out utterances in {root}")
-    print(f"old codec: {old} ({weights} weights), new codec: {new}; {len(methods)} initialisations + scratch, {steps} steps each")
-    res = evaluate_switch(codecs[0], codecs[1], train, held, methods=methods, steps=steps, eval_every=eval_every,
-                          old_steps=old_steps, lm=lm, batch_size=batch_size, seq_len=seq_len, seed=seed, out=out,
-                          progress=progress, **kwargs)
-    print()
-    print(res.table())
+    splits = [LibriTTS(root, s) for s in SUBSETS]
+    old, new = load_codec(old_spec), load_codec(new_spec)
+    print(f"corpus: {' / '.join(f'{len(s)} {s.subset}' for s in splits)} utterances in {root}")
+    print(f"old codec {old_spec}, new codec {new_spec}; scratch + {len(methods)} initialisations, each to scratch's validation plateau")
+    res = evaluate_switch(old, new, *splits, methods=methods, budget=budget, lm=lm, seed=seed, out=out, progress=progress, **kwargs)
+    print(); print(res.table())
     print(f"wrote {', '.join(Path(p).name for p in res.info['files'].values())} to {out} in {time.perf_counter() - t0:.0f} s")
     return res
