@@ -396,11 +396,12 @@ def cmd_count(args):
     ckpt = checkpoint_path(out, args.checkpoint)
     if args.no_cache and args.cache: raise UsageError("--cache and --no-cache exclude each other")
     old_w, new_w = codec_weights(args)
-    device = resolve_device(args.device)
     rank, world, _ = dist_rank()
     talk = rank == 0 and not args.quiet
     shard = ckpt if world == 1 else ckpt.with_name(f"{ckpt.stem}.rank{rank}of{world}{ckpt.suffix}")
+    # the lock comes first, so that a second run on this --out is refused at once (before torch is even imported)
     with output_lock(out if rank == 0 else out.with_name(f"{out.name}.rank{rank}of{world}")):
+        device = resolve_device(args.device)
         if not args.resume and (ckpt.exists() or shard.exists()):
             raise FileExistsError(f"{ckpt if ckpt.exists() else shard} holds the counts of an interrupted run: add --resume "
                                   "to continue it, or delete it to count from scratch")
