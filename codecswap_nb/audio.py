@@ -145,16 +145,15 @@ def load_audio(path, # an audio file soundfile can read (WAV, FLAC, OGG, MP3, ..
     path, sr = Path(path), None if sr is None else _check_sr(sr)
     if not path.is_file():
         raise FileNotFoundError(f"no audio file at {path}" + (" (it is a directory)" if path.is_dir() else ""))
-    try: f = open(path, "rb")
+    try: open(path, "rb").close()   # soundfile would call an unreadable file an unknown format
     except PermissionError:
         raise PermissionError(f"{path}: permission denied, cannot read it; fix its permissions (chmod a+r) or move it out") from None
-    with f:
-        try:
-            with sf.SoundFile(f) as snd:
-                file_sr = check_rate(snd.samplerate, str(path))   # before reading: a bad rate could ask gigabytes
-                data = snd.read(dtype="float32", always_2d=True)
-        except RuntimeError as e:
-            raise ValueError(f"can't decode {path} as audio ({e}); convert it to WAV or FLAC") from None
+    try:
+        with sf.SoundFile(path) as snd:
+            file_sr = check_rate(snd.samplerate, str(path))   # before reading: a bad rate could ask gigabytes
+            data = snd.read(dtype="float32", always_2d=True)
+    except RuntimeError as e:
+        raise ValueError(f"can't decode {path} as audio ({e}); convert it to WAV or FLAC") from None
     wav = check_samples(torch.from_numpy(np.ascontiguousarray(data.T)), str(path))
     if mono: wav = wav.mean(0, keepdim=True)
     if sr is not None and sr != file_sr: wav, file_sr = resample(wav, file_sr, sr), sr
