@@ -227,7 +227,7 @@ class Codec(abc.ABC):
         "Check `wav`, mix it to the codec's channels, resample it to its rate -> float32 `[channels, n]`."
         if sr is None: raise ValueError(f"{name}: pass the sample rate `sr` of the audio (the codec works at {self.sample_rate} Hz)")
         x = check_samples(as_waveform(wav, sr, name=name), name)   # finite, within MAX_AMPLITUDE
-        check_rate(sr, name)                                       # within SR_RANGE: resampling stays bounded
+        if sr != self.sample_rate: check_rate(sr, name)            # a rate to resample from must be in SR_RANGE (bounded output)
         if x.shape[0] != self.channels:
             x = x.mean(0, keepdim=True).expand(self.channels, -1)
         x = resample(x, sr, self.sample_rate) if sr != self.sample_rate else x
