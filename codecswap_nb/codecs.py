@@ -257,7 +257,7 @@ class Codec(abc.ABC):
             idx = order[s:s + batch_size]
             n = self.padded_length(max(xs[i].shape[-1] for i in idx))
             batch = torch.stack([F.pad(xs[i], (0, n - xs[i].shape[-1])) for i in idx]).to(self.device)
-            with torch.inference_mode(), exact_kernels(): codes = self._encode(batch)
+            with torch.inference_mode(), exact_kernels(), self._finite_latents(): codes = self._encode(batch)
             for b, i in enumerate(idx): out[i] = codes[b, :, :self.n_frames(xs[i].shape[-1])].to("cpu", torch.long).clone()
         return out
 
@@ -275,13 +275,18 @@ class Codec(abc.ABC):
         with torch.inference_mode(): wav = self._decode(codes[None].to(self.device))[0]
         return wav.float().mean(0).to("cpu").clone()
 
-    def _refuse_nonfinite(self, encoder:torch.nn.Module):
-        "Make `encoder` raise rather than hand NaN/Inf latents to the quantiser (which would make them code 0, silently)."
+    @contextmanager
+    def _finite_latents(self):
+        "While encoding, the encoder (`self.model.encoder`) raises rather than hand NaN/Inf latents to the quantiser (which makes them code 0)."
+        enc = getattr(getattr(self, "model", None), "encoder", None)
+        if not isinstance(enc, torch.nn.Module): yield; return
         def check(module, inputs, out):
             if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
                 raise ValueError(f"the {self.name} encoder gave NaN or infinite latents (corrupt weights, or audio far outside "
                                  "[-1, 1]): refusing to turn them into codes")
-        encoder.register_forward_hook(check)
+        handle = enc.register_forward_hook(check)   # only while encoding: the model itself stays plain (picklable)
+        try: yield
+        finally: handle.remove()
 
     @abc.abstractmethod
     def _encode(self, x:torch.Tensor) -> torch.Tensor:
@@ -448,7 +453,6 @@ class EncodecCodec(Codec):
         self.n_q, self._bw = self._levels(spec, bandwidth, n_q)
         self.model = _encodec_model(name, seed)
         self.weights, self.weights_id = self._load_weights(weights)
-        self._refuse_nonfinite(self.model.encoder)
         self.model.set_target_bandwidth(self._bw)
         self.model.eval().to(self.device)
 
@@ -545,7 +549,7 @@ class Encodec48Codec(EncodecCodec):
             for b in range(0, len(js), batch_size):
                 part = js[b:b + batch_size]
                 batch = torch.stack([xs[i][:, s:s + m] for i, _, s, _ in part]).to(self.device)
-                with torch.inference_mode(), exact_kernels(), kernels(): codes, scale = self.model._encode_frame(batch)
+                with torch.inference_mode(), exact_kernels(), kernels(), self._finite_latents(): codes, scale = self.model._encode_frame(batch)
                 for k, (i, j, _, _) in enumerate(part): done[i, j] = (codes[k].to("cpu", torch.long).clone(), scale[k, 0].item())
         out = [[done[i, j] for j in range(len(self.segments(x.shape[-1])))] for i, x in enumerate(xs)]
         codes = [torch.cat([c for c, _ in o], 1) for o in out]
@@ -633,7 +637,6 @@ class DACCodec(Codec):
                                  f"e.g. {unexpected[:2]}{_dac_guess(state, name)}")
         self.weights = "random" if path is None else "pretrained" if weights == "pretrained" else str(path)
         self.weights_id = f"seed{self.seed}" if path is None else file_id(path)
-        self._refuse_nonfinite(self.model.encoder)
         self.margin = math.ceil(right_context(self.model.encoder) / self.hop_length) * self.hop_length
         self.model.eval().to(self.device)
 
