@@ -176,14 +176,18 @@ def build_parser() -> CLIParser:
 
     c = sub.add_parser("transfer", help="give a trained LM the new codec's vocabulary", formatter_class=fmt,
                        description="Build the new codec's embeddings (and output heads) from the old ones and "
-                       "the counts, and write the transferred checkpoint.")
+                       "the counts, and write the transferred checkpoint. --init names how (embeddings.parse_init); "
+                       "--method and --option change it.")
     c.add_argument("--checkpoint", required=True, metavar="PATH", help="the old model: a reference-LM checkpoint, "
                    "or any torch state_dict file together with --layout")
     c.add_argument("--counts", required=True, metavar="COUNTS.npz", help="counts from 'codecswap count'")
-    c.add_argument("--method", default="weighted", help="how new embeddings are built from old ones (see embeddings.build_embeddings)")
+    c.add_argument("--init", metavar="NAME", help="an initialisation, base[+method][+flag...]: e.g. aligned+weighted+noise, "
+                   "file+argmax, mean, random, aligned+ot+T0.1+rescale=quantile (default aligned+weighted)")
+    c.add_argument("--method", choices=("argmax", "weighted", "ot"), help="how rows are built from the counts (default: weighted, "
+                   "or --init's)")
     c.add_argument("--layout", metavar="SPEC.json", help="where the token embeddings and heads live in a state_dict")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra keyword for the method (repeatable), e.g. --option temperature=0.5")
+                   help="any field of embeddings.BuildOptions (repeatable), e.g. --option noise=1 --option noise_mode=posterior")
     c.add_argument("--out", required=True, metavar="PATH", help="where to write the transferred checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
     c.add_argument("--allow-codec-mismatch", action="store_true", help="accept counts whose old codec differs from the "
@@ -468,6 +472,14 @@ def _parse_options(items:list[str]) -> dict:
         except json.JSONDecodeError: opts[k.strip()] = v
     return opts
 
+def _transfer_init(args):
+    "The `Init` of `codecswap transfer`: `--init` (default aligned+weighted) with `--method` and `--option`s on top."
+    from codecswap_nb.embeddings import parse_init
+    over = _parse_options(args.option)
+    if args.method is not None: over["method"] = args.method
+    try: return parse_init(args.init, **over)
+    except (ValueError, TypeError) as e: raise UsageError(f"--init/--method/--option: {_one_line(e)}") from None
+
 # %% ../nbs/13_cli.ipynb #0000003c
 def _check_outputs(args, outs:list):
     "Refuse to write over an input, ever, or over an existing output without `--overwrite` -- before any work."
@@ -479,10 +491,10 @@ def _check_outputs(args, outs:list):
         if o.exists() and not args.overwrite and (not o.is_dir() or any(o.iterdir())):
             raise FileExistsError(f"--out {args.out}: {o} already exists; add --overwrite to replace it, or choose another --out")
 
-def _check_level_map(options:dict, n_new:int, n_old:int):
-    "`--option level_map=[...]` must give one old level for each new level."
-    lm = options.get("level_map")
+def _check_level_map(lm, n_new:int, n_old:int):
+    "`--option level_map=[...]` must give one old level (of this model) for each new level (of these counts)."
     if lm is None: return
+    lm = list(lm) if isinstance(lm, (list, tuple)) else lm
     ok = isinstance(lm, list) and len(lm) == n_new and all(isinstance(l, int) and not isinstance(l, bool) and 0 <= l < n_old for l in lm)
     if not ok: raise UsageError(f"--option level_map={json.dumps(lm)}: give one old level (0 to {n_old - 1}) for each of the "
                                 f"{n_new} new levels, e.g. level_map={json.dumps([min(l, n_old - 1) for l in range(n_new)])}")
@@ -499,7 +511,7 @@ def cmd_transfer(args):
     from codecswap_nb.counting import CooccurrenceCounter
     from codecswap_nb.transfer import (STATE_SUFFIXES, TokenLayout, load_state, module_from_state_dict, read_layout,
                                        save_state, transfer_model)
-    options = _parse_options(args.option)
+    init = _transfer_init(args)
     src, out = Path(args.checkpoint), Path(args.out)
     if same_file(src, out): raise UsageError("--out must differ from --checkpoint: never overwrite the old model")
     reference = src.is_dir()
@@ -512,29 +524,32 @@ def cmd_transfer(args):
     counter = CooccurrenceCounter.load(args.counts)
     _check_complete(counter, args)
     overrides = {k: True for k in ("allow_codec_mismatch", "allow_incomplete") if getattr(args, k)}
-    kw = dict(method=args.method, allow_codec_mismatch=args.allow_codec_mismatch, **options)
+    recorded = lambda report: dict(report, **({"overrides": overrides} if overrides else {}))
+    if args.init and init.counts not in (None, counter.mode):
+        raise UsageError(f"--init {init.name} reads {init.counts} counts, but {args.counts} holds {counter.mode} counts")
+    options = init if args.init else init.options
     if reference:
         from codecswap_nb.audiolm import load_checkpoint, save_checkpoint
         model = load_checkpoint(src)
         layout = (read_layout(args.layout) if args.layout else
                   TokenLayout.per_codebook("embs", "heads", n_q=model.n_q, codebook_size=model.codebook_size,
                                            n_special=model.config.n_special, codec=model.codec))
-        _check_level_map(options, counter.new.n_q, layout.n_q)
-        report = dict(transfer_model(model, counter, layout, counter.new, **kw), **({"overrides": overrides} if overrides else {}))
+        _check_level_map(init.options.level_map, counter.new.n_q, layout.n_q)
+        report = recorded(transfer_model(model, counter, layout, counter.new, options, allow_codec_mismatch=args.allow_codec_mismatch))
         save_checkpoint(model, out, extra={**getattr(model, "extra", {}), "transfer": report})
     else:
         layout = read_layout(args.layout)
-        _check_level_map(options, counter.new.n_q, layout.n_q)
+        _check_level_map(init.options.level_map, counter.new.n_q, layout.n_q)
         state, wrapper, ckpt = load_state(src)
         model = module_from_state_dict(state, layout)
-        report = dict(transfer_model(model, counter, layout, counter.new, **kw), **({"overrides": overrides} if overrides else {}))
+        report = recorded(transfer_model(model, counter, layout, counter.new, options, allow_codec_mismatch=args.allow_codec_mismatch))
         save_state(out, model.state_dict(), wrapper, ckpt)
         _write_json(extra_out[0], report["new_layout"])
         _write_json(extra_out[1], report)
     e, o, n = report["embeddings"], report["old"], report["new"]
     filled = ", ".join(f"{v} from {k}" for k, v in (e.get("filled") or {}).items())
     _say(args, f"{out}: {o['codec']} ({o['n_q']}x{o['codebook_size']}) → {n['codec']} ({n['n_q']}x{n['codebook_size']}), "
-               f"method {report['method']}: {e['rows']} new rows ({filled})")
+               f"{'init ' + report['init'] if report['init'] else 'method ' + str(report['method'])}: {e['rows']} new rows ({filled})")
 
 def _write_json(path:Path, obj):
     "Write `obj` as JSON atomically."

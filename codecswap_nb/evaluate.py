@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
-import re
 import time
 from pathlib import Path
 
@@ -21,57 +19,14 @@ from .audio import LibriTTS, atomic_write
 from .corpus import default_corpus
 from .audiolm import AudioLM, LMConfig, evaluate_nll, load_checkpoint, save_checkpoint, train_lm, unigram_entropy
 from .counting import count_codes
+from .embeddings import Init, parse_init
 from .encode import encode_dataset
 from .transfer import TokenLayout, transfer_model
 
 # %% auto #0
-__all__ = ['DEFAULT_METHODS', 'DEMO_METHODS', 'parse_method', 'per_codebook_layout', 'init_new_model', 'steps_to_match',
-           'wins_everywhere', 'results_table', 'plot_curves', 'write_results', 'SwitchResults', 'evaluate_switch',
-           'model_config_dict', 'run_demo']
-
-# %% ../nbs/12_evaluate.ipynb #00000011
-_BASES = ("random", "mean", "file", "aligned")
-_BUILD = ("argmax", "weighted", "ot")
-_SPEC_KEYS = ("name", "base", "method", "heads", "warmup")
-
-def parse_method(spec:str|dict, # e.g. "aligned+weighted+noise", or a dict with `name`, `base`, `method` and options
-                ) -> dict: # name, base, method, heads, warmup, options (for `build_embeddings`)
-    "Turn a row name like `aligned+weighted+ppmi+noise` into the options that build it."
-    if isinstance(spec, dict):
-        d = dict(spec)
-        if d.get("base") not in _BASES: raise ValueError(f"method dict needs base= one of {_BASES}, got {d.get('base')!r}")
-        out = dict(name=d.pop("name", None), base=d.pop("base"), method=d.pop("method", "weighted"),
-                   heads=d.pop("heads", True), inputs=d.pop("inputs", True), warmup=d.pop("warmup", False))
-        out["options"] = d
-        if out["name"] is None: out["name"] = out["base"] + "+" + out["method"] + "".join(f"+{k}={v}" for k, v in sorted(d.items()))
-        return out
-    if not isinstance(spec, str): raise TypeError(f"a method is a name like 'aligned+weighted' or a dict, got {type(spec).__name__}")
-    parts = spec.split("+")
-    base, rest = parts[0], parts[1:]
-    if base not in _BASES: raise ValueError(f"method {spec!r} must start with one of {_BASES} (e.g. 'aligned+weighted')")
-    out = dict(name=spec, base=base, method="weighted", heads=True, inputs=True, warmup=False, options={})
-    if base in ("file", "aligned"):
-        if not rest or rest[0] not in _BUILD:
-            raise ValueError(f"method {spec!r}: after {base!r} name how rows are built, one of {_BUILD} (e.g. '{base}+weighted')")
-        out["method"], rest = rest[0], rest[1:]
-    o = out["options"]
-    for f in rest:
-        if m := re.fullmatch(r"noise([0-9.]*)", f): o["noise"] = float(m[1]) if m[1] else 1.0
-        elif m := re.fullmatch(r"top([0-9]+)", f): o["top_k"] = int(m[1])
-        elif m := re.fullmatch(r"T([0-9.]+)", f): o["temperature"] = float(m[1])
-        elif f == "ppmi": o["ppmi"] = True
-        elif f == "matched": o["levels"] = "matched"
-        elif f == "centered": o["center"] = True
-        elif f == "rescaled": o["rescale"] = "weighted"
-        elif f == "embonly": out["heads"] = False
-        elif f == "headsonly": out["inputs"] = False
-        elif f == "warmup": out["warmup"] = True
-        else: raise ValueError(f"method {spec!r}: unknown flag {f!r}; flags: noise[α], ppmi, topK, T<temp>, matched, centered, "
-                               "rescaled, embonly, headsonly, warmup")
-    if not (out["heads"] or out["inputs"]): raise ValueError(f"method {spec!r}: embonly and headsonly exclude each other")
-    if base == "random" and (o or not out["heads"] or not out["inputs"]):
-        raise ValueError(f"method {spec!r}: 'random' takes no options (fresh rows are fresh); did you mean 'mean+noise'?")
-    return out
+__all__ = ['DEFAULT_METHODS', 'DEMO_METHODS', 'per_codebook_layout', 'init_new_model', 'steps_to_match', 'wins_everywhere',
+           'results_table', 'plot_curves', 'write_results', 'SwitchResults', 'evaluate_switch', 'model_config_dict',
+           'run_demo']
 
 # %% ../nbs/12_evaluate.ipynb #00000014
 def per_codebook_layout(model:AudioLM, # an `AudioLM` (per-codebook `embs` and `heads`)
@@ -80,35 +35,19 @@ def per_codebook_layout(model:AudioLM, # an `AudioLM` (per-codebook `embs` and `
     return TokenLayout.per_codebook(embeddings="embs", heads="heads", n_q=model.n_q, codebook_size=model.codebook_size,
                                     n_special=model.config.n_special, codec=model.codec)
 
-def _fresh_rows(model:AudioLM, seed:int, embeddings:bool=True, heads:bool=True):
-    "Re-draw the codec rows (not the specials) with the model's own init: N(0, 0.02) rows, zero head bias."
-    g = torch.Generator().manual_seed(seed)
-    K = model.codebook_size
-    with torch.no_grad():
-        for e, h in zip(model.embs, model.heads):
-            if embeddings: e.weight[:K] = 0.02 * torch.randn(K, e.weight.shape[1], generator=g)
-            if heads:
-                h.weight[:K] = 0.02 * torch.randn(K, h.weight.shape[1], generator=g)
-                if h.bias is not None: h.bias[:K] = 0.0
-
 def init_new_model(old_model:AudioLM, # the model trained on the old codec (not changed)
-                   spec:str|dict, # an initialisation, see `parse_method`
-                   counters:dict, # {"aligned": CooccurrenceCounter, "file": CooccurrenceCounter} (train split)
+                   init:Init|str|dict, # an initialisation: an `Init` or its name (`embeddings.parse_init`)
+                   counters:dict, # {"aligned": CooccurrenceCounter, "file": CooccurrenceCounter} (train split), those the init reads
                    new_codec, # the new codec
                    seed:int=0, # seeds fresh rows and noise
                   ) -> tuple: # (new model, transfer report)
-    "A copy of `old_model` switched to `new_codec` with the initialisation `spec`."
-    s = parse_method(spec) if not isinstance(spec, dict) or "options" not in spec else spec
-    base = s["base"]
-    C = counters.get("file" if base == "file" else "aligned")
-    if C is None: raise ValueError(f"method {s['name']!r} needs {'file' if base == 'file' else 'aligned'} counts in counters")
+    "A copy of `old_model` switched to `new_codec` with the initialisation `init`."
+    init = parse_init(init)
+    C = None if init.counts is None else counters.get(init.counts)
+    if init.counts is not None and C is None:
+        raise ValueError(f"init {init.name!r} reads {init.counts} counts, but counters has only {sorted(counters)}")
     model = copy.deepcopy(old_model)
-    opts = dict(s["options"], seed=seed)
-    if base in ("mean", "random"): opts["min_count"] = math.inf  # no count survives: every row is the fallback (mean old row)
-    report = transfer_model(model, C, per_codebook_layout(old_model), new_codec, method=s["method"], **opts)
-    if base == "random": _fresh_rows(model, seed)
-    elif not s["heads"]: _fresh_rows(model, seed, embeddings=False)
-    elif not s.get("inputs", True): _fresh_rows(model, seed, heads=False)
+    report = transfer_model(model, C, per_codebook_layout(old_model), new_codec, init, seed=seed)
     model.config = copy.deepcopy(model.config)
     model.config.n_q, model.config.codebook_size = model.n_q, model.codebook_size
     return model, report
@@ -222,7 +161,7 @@ def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
                     new_codec, # the codec to switch to
                     train, # training split: a dataset, or `{"old": codes, "new": codes}` already encoded
                     heldout, # held-out split, same kinds (never counted, never trained on)
-                    methods:list=DEFAULT_METHODS, # initialisations to compare (see `parse_method`); `scratch` is always added
+                    methods:list=DEFAULT_METHODS, # initialisations to compare (names, see `embeddings.parse_init`); `scratch` is always added
                     steps:int=500, # training steps for every new-codec row
                     eval_every:int=50, # steps between held-out evaluations
                     old_model:AudioLM|str|Path|None=None, # a trained old-codec model or checkpoint folder; None: train one
@@ -243,9 +182,9 @@ def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
     "Train/load an old-codec LM, switch it to `new_codec` with each init, continue training, compare with from scratch."
     say = log or (lambda *a, **k: None)
     t_start = time.perf_counter()
-    specs = [parse_method(m) for m in methods if m != "scratch"]
-    names = [s["name"] for s in specs]
-    if len(set(names)) != len(names): raise ValueError(f"duplicate method names in {names}: give dict methods a unique name=")
+    specs = [parse_init(m) for m in methods if m != "scratch"]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names): raise ValueError(f"the same initialisation twice in {names} (names are canonical)")
     if steps < 1 or eval_every < 1: raise ValueError(f"steps and eval_every must be >= 1, got {steps}, {eval_every}")
     codes = {}
     for split, data in (("train", train), ("heldout", heldout)):
@@ -254,7 +193,7 @@ def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
             codes[split] = {k: [torch.as_tensor(c).long() for c in v] for k, v in data.items()}
         else:
             codes[split] = {k: _codes_of(data, c, cache, 8, progress) for k, c in (("old", old_codec), ("new", new_codec))}
-    modes = ["aligned"] + (["file"] if any(s["base"] == "file" for s in specs) else [])
+    modes = ["aligned"] + (["file"] if any(s.counts == "file" for s in specs) else [])
     counters = {m: count_codes(codes["train"]["old"], codes["train"]["new"], old_codec, new_codec, mode=m) for m in modes}
     fr_old, fr_new = old_codec.frame_rate, new_codec.frame_rate
     unigram = dict(old=unigram_entropy(codes["heldout"]["old"], old_codec.codebook_size, fr_old),
@@ -299,9 +238,10 @@ def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
     warm = steps // 10 if warmup_steps is None else warmup_steps
     for s in specs:
         model, rep = init_new_model(old_model, s, counters, new_codec, seed=seed)
-        row = run(model, s["name"], warm if s["warmup"] else 0)
-        row.update(base=s["base"], build=s["method"], options=s["options"], heads=s["heads"],
-                   warmup_steps=warm if s["warmup"] else 0, transfer=dict(embeddings=rep.get("embeddings"), level_map=rep.get("level_map")))
+        row = run(model, s.name, warm if s.warmup else 0)
+        row.update(base=s.base, build=s.options.method if s.options.rows == "counts" else None, options=s.options.changed(),
+                   inputs=s.inputs, heads=s.heads, warmup_steps=warm if s.warmup else 0,
+                   transfer=dict(embeddings=rep.get("embeddings"), level_map=rep.get("level_map")))
         rows.append(row)
     # 4. scores against scratch and the controls
     ref = {r["method"]: [(c["step"], c["bits_per_second"]) for c in r["curve"]] for r in rows}
@@ -325,7 +265,7 @@ def evaluate_switch(old_codec, # the codec the reference LM uses (`load_codec`)
     rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["final_bits_per_second"] if r["method"] not in order else 0))
     info = dict(old_codec=old_codec.config, new_codec=new_codec.config, seed=seed, steps=steps, eval_every=eval_every,
                 mid_step=mid, batch_size=batch_size, seq_len=seq_len, lr=lr, old_lr=old_lr or lr, old_steps=old_steps,
-                warmup_steps=warm, lm=dict(model_config_dict(old_model)), methods=[s["name"] for s in specs],
+                warmup_steps=warm, lm=dict(model_config_dict(old_model)), methods=names,
                 n_utterances=dict(train=len(codes["train"]["old"]), heldout=len(codes["heldout"]["old"])),
                 seconds_of_audio=dict(train=sum(c.shape[1] for c in codes["train"]["new"]) / fr_new,
                                       heldout=sum(c.shape[1] for c in codes["heldout"]["new"]) / fr_new),

@@ -16,7 +16,7 @@ from torch import nn
 
 from .audio import atomic_write
 from .codecs import CodecInfo, codec_config
-from .embeddings import build_embeddings, build_head, default_level_map
+from .embeddings import BuildOptions, Init, build_embeddings, build_head, default_level_map, parse_init
 
 # %% auto #0
 __all__ = ['CHECKED', 'STATE_SUFFIXES', 'TokenLayout', 'token_ids', 'map_ids', 'get_path', 'codec_rows', 'transfer_model',
@@ -353,13 +353,6 @@ def _update_config(model, layout, new:CodecInfo, record, delta, vocab):
     return changed
 
 # %% ../nbs/10_transfer.ipynb #00000025
-def _to_jsonable(x):
-    "Options as JSON-able values (objects by name)."
-    if isinstance(x, (str, int, float, bool)) or x is None: return x
-    if isinstance(x, (list, tuple)): return [_to_jsonable(i) for i in x]
-    if isinstance(x, dict): return {str(k): _to_jsonable(v) for k, v in x.items()}
-    return getattr(x, "name", type(x).__name__)
-
 def _is_tied(layout, emb, hd):
     "Whether the heads share their weight tensor(s) with the embeddings."
     if hd is None: return False
@@ -436,14 +429,19 @@ _INSTALL = dict(per_codebook=_install_per_codebook, stacked=_install_stacked, fl
 
 # %% ../nbs/10_transfer.ipynb #00000029
 def transfer_model(model:nn.Module, # the model trained with the old codec; changed in place
-                   counts, # (V_new, V_old) counts (sparse/numpy/torch) or a CooccurrenceCounter
+                   counts, # (V_new, V_old) counts (sparse/numpy/torch) or a CooccurrenceCounter; None when `options` read none
                    layout:TokenLayout|dict, # where the old codec's rows live (or its `to_dict()`)
                    new_codec, # the new codec (from `load_codec`), its `CodecInfo` or its config dict
-                   method:str="weighted", # `build_embeddings` method: "argmax", "weighted", "ot", ...
+                   options:BuildOptions|Init|str|dict=None, # how rows are built: `BuildOptions`, an `Init` or its name (`parse_init`)
+                   *,
+                   old_codec=None, # the old codec itself, for unseen='codec'
                    allow_codec_mismatch:bool=False, # accept counts whose codecs differ from the model's/new codec's record (recorded in the report)
-                   **options # more `build_embeddings` options (levels, ppmi, noise, unseen, ...)
+                   **overrides # `BuildOptions` fields replacing those of `options` (method="argmax", noise=1.0, seed=...)
                   )->dict:
     "Replace the old codec's embedding and head rows of `model` by rows built for `new_codec`; returns a report."
+    named = isinstance(options, (Init, str)) or (isinstance(options, dict) and "base" in options)
+    init = parse_init(options, **overrides)
+    o = init.options
     if isinstance(layout, dict): layout = TokenLayout.from_dict(layout)
     if not isinstance(layout, TokenLayout): raise TypeError(f"layout must be a TokenLayout or its dict, got {type(layout).__name__}.")
     # everything is checked before anything is built or changed: the layout against the model, then the counts
@@ -452,36 +450,44 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
     d = _dim(emb[0], "embedding")
     tied = _is_tied(layout, emb, hd)
     if hd is not None: _dim(hd[0], "head")
+    if tied and not (init.inputs and init.heads):
+        raise ValueError(f"{init.name}: these heads share their weights with the embeddings, so inputs and heads are built together")
+    if o.head_bias in ("unigram", "bayes") and (hd is None or hd[1] is None):
+        raise ValueError(f"head_bias={o.head_bias!r} sets head biases, but this model's heads have none")
     new, record = CodecInfo.of(new_codec), codec_config(new_codec)
+    if counts is None and init.counts is not None:
+        raise ValueError(f"{init.name if named else 'these options'} read{'s' if named else ''} counts: pass counts (a counter or a matrix)")
     mismatch = []
-    C = _counts_matrix(counts, layout, new, allow_codec_mismatch, mismatch)
+    C = None if counts is None else _counts_matrix(counts, layout, new, allow_codec_mismatch, mismatch)
+    src = counts if hasattr(counts, "counts") and hasattr(counts, "seconds") else C   # a counter knows its frames (unigram)
     n_old, K_old, n_new, K_new = layout.n_q, layout.codebook_size, new.n_q, new.codebook_size
-    lmap = [int(l) for l in options["level_map"]] if options.get("level_map") is not None else default_level_map(n_new, n_old)
-    kw = dict(options, old=(n_old, K_old), new=(n_new, K_new), return_report=True)
-    if kw.get("unseen") == "codec": kw.setdefault("new_codec", new_codec)
+    lmap = list(o.level_map) if o.level_map is not None else default_level_map(n_new, n_old)
+    ctx = dict(old=(n_old, K_old), new=(n_new, K_new), old_codec=old_codec,
+               new_codec=new_codec if o.unseen == "codec" else None, return_report=True)
 
     work = torch.promote_types(emb[0][0].dtype, torch.float32)  # build in >= float32, store in the model's dtype
     W_old = torch.cat([w[:K_old] for w in emb[0]]).detach().to(work)
-    W_new, rep_e = build_embeddings(C, W_old, method=method, **kw)
+    W_new, rep_e = build_embeddings(src, W_old, o if init.inputs else o.fresh(), **ctx)
     if tuple(W_new.shape) != (n_new * K_new, d):
         raise ValueError(f"build_embeddings returned shape {tuple(W_new.shape)}, expected {(n_new * K_new, d)}.")
     H_new = b_new = rep_h = None
     if hd is not None and (not tied or hd[1] is not None):
         H_old = torch.cat([w[:K_old] for w in hd[0]]).detach().to(work)
         b_old = None if hd[1] is None else torch.cat([b[:K_old] for b in hd[1]]).detach().to(work)
-        H_new, b_new, rep_h = build_head(C, H_old, b_old, method=method, **kw)
+        H_new, b_new, rep_h = build_head(src, H_old, b_old, o if init.heads else o.fresh(), **ctx)
     if tied: H_new = None
 
     shapes = _INSTALL[layout.kind](model, layout, emb, hd, W_new, H_new, b_new, n_new, lmap)
     new_layout = dataclasses.replace(layout, n_q=n_new, codebook_size=K_new, codec=record)
     delta = new_layout.codec_vocab - layout.codec_vocab if layout.kind == "flat_vocab" else 0
     vocab = shapes["embeddings"][0] if layout.kind == "flat_vocab" else None
-    report = dict(layout=layout.kind, method=method, options=_to_jsonable(options),
+    report = dict(layout=layout.kind, init=init.name if named else None, rows=o.rows,
+                  method=o.method if o.rows == "counts" else None, options=o.changed(),
                   old=dict(codec=layout.codec_name, n_q=n_old, codebook_size=K_old),
                   new=dict(codec=new.name, n_q=n_new, codebook_size=K_new),
-                  level_map=rep_e.get("level_map"), special_level_map=None if layout.kind == "flat_vocab" else lmap,
-                  embeddings=dict(rows=int(W_new.shape[0]), filled=rep_e.get("filled"), collapse=rep_e.get("collapse")),
-                  heads=None if hd is None else dict(tied=tied, bias=b_new is not None,
+                  level_map=lmap if o.levels == "matched" else None, special_level_map=None if layout.kind == "flat_vocab" else lmap,
+                  embeddings=dict(rows=int(W_new.shape[0]), built=init.inputs, filled=rep_e.get("filled"), collapse=rep_e.get("collapse")),
+                  heads=None if hd is None else dict(tied=tied, bias=b_new is not None, built=init.heads,
                                                      filled=(rep_h or rep_e).get("filled")),
                   shapes=shapes)
     if layout.kind == "flat_vocab": report["id_shift"] = dict(from_id=layout.offset + layout.codec_vocab, delta=delta)

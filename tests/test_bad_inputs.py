@@ -268,6 +268,23 @@ def transferring_with_counts_of_another_codec(t):
     lay = TokenLayout.per_codebook(n_q=2, codebook_size=16, n_special=2, codec=OLD_CFG)
     transfer_model(m, counter(old=dict(OLD_CFG, name="encodec_24khz")), lay, NEW_CFG)
 
+@case(ValueError, "noise_mode='white'", "allowed: 'fresh', 'posterior', 'matched'")
+def an_option_value_it_cannot_take(t):
+    from codecswap_nb.embeddings import build_embeddings
+    build_embeddings(counter(), torch.zeros(32, 4), noise=1.0, noise_mode="white")
+
+@case(ValueError, "unknown flag 'sharp'", "KEY=VALUE")
+def an_init_name_with_an_unknown_flag(t):
+    from codecswap_nb.embeddings import parse_init
+    parse_init("aligned+weighted+sharp")
+
+@case(ValueError, "aligned+weighted reads counts")
+def an_init_that_reads_counts_without_counts(t):
+    from codecswap_nb.audiolm import load_checkpoint
+    from codecswap_nb.transfer import TokenLayout, transfer_model
+    lay = TokenLayout.per_codebook(n_q=2, codebook_size=16, n_special=2, codec=OLD_CFG)
+    transfer_model(load_checkpoint(reference_lm(t)), None, lay, NEW_CFG, "aligned+weighted")
+
 @case(FileNotFoundError, "config.json")
 def loading_a_checkpoint_folder_without_config(t):
     from codecswap_nb.audiolm import load_checkpoint
