@@ -592,9 +592,18 @@ def load_checkpoint(
     path = Path(path)
     for f in ("config.json", "model.safetensors"):
         if not (path / f).is_file(): raise FileNotFoundError(f"{path / f} not found: is {path} a folder written by save_checkpoint?")
-    meta = json.loads((path / "config.json").read_text())
-    if meta.get("format") != "codecswap_nb.audiolm/1": raise ValueError(f"{path}/config.json is not an audiolm checkpoint config")
-    model = AudioLM(LMConfig.from_dict(meta["config"]))
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+    cfg = path / "config.json"
+    if (path / "config.json").stat().st_size > 2**26: raise ValueError(f"{cfg} is {cfg.stat().st_size} bytes: not a config")
+    try: meta = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{cfg} is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != "codecswap_nb.audiolm/1":
+        raise ValueError(f"{cfg} is not an audiolm checkpoint config (no 'format': 'codecswap_nb.audiolm/1')")
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("extra", {}), dict):
+        raise ValueError(f"{cfg} is malformed: 'config' and 'extra' must be JSON objects")
+    try: model = AudioLM(LMConfig.from_dict(meta["config"]))
+    except (TypeError, ValueError) as e: raise ValueError(f"{cfg} is malformed: {e}") from None
+    try: model.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+    except Exception as e:
+        raise ValueError(f"{path / 'model.safetensors'} does not match {cfg} or is corrupt ({' '.join(str(e).split())[:300]})") from None
     model.extra = meta.get("extra", {})
     return model.to(device).eval()

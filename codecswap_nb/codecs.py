@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .audio import as_waveform, atomic_write, cache_dir, resample
+from .audio import as_waveform, atomic_write, cache_dir, check_rate, check_samples, resample
 from .corpus import corpus_speech
 from .kmeans import rvq_kmeans, whitening
 
@@ -228,7 +228,8 @@ class Codec(abc.ABC):
                ) -> torch.Tensor:
         "Check `wav`, mix it to the codec's channels, resample it to its rate -> float32 `[channels, n]`."
         if sr is None: raise ValueError(f"{name}: pass the sample rate `sr` of the audio (the codec works at {self.sample_rate} Hz)")
-        x = as_waveform(wav, sr, name=name)
+        x = check_samples(as_waveform(wav, sr, name=name), name)   # finite, within MAX_AMPLITUDE
+        if sr != self.sample_rate: check_rate(sr, name)            # a rate to resample from must be in SR_RANGE (bounded output)
         if x.shape[0] != self.channels:
             x = x.mean(0, keepdim=True).expand(self.channels, -1)
         x = resample(x, sr, self.sample_rate) if sr != self.sample_rate else x
@@ -258,7 +259,7 @@ class Codec(abc.ABC):
             idx = order[s:s + batch_size]
             n = self.padded_length(max(xs[i].shape[-1] for i in idx))
             batch = torch.stack([F.pad(xs[i], (0, n - xs[i].shape[-1])) for i in idx]).to(self.device)
-            with torch.inference_mode(), exact_kernels(): codes = self._encode(batch)
+            with torch.inference_mode(), exact_kernels(), self._finite_latents(): codes = self._encode(batch)
             for b, i in enumerate(idx): out[i] = codes[b, :, :self.n_frames(xs[i].shape[-1])].to("cpu", torch.long).clone()
         return out
 
@@ -275,6 +276,19 @@ class Codec(abc.ABC):
         codes = self.check_codes(codes)
         with torch.inference_mode(): wav = self._decode(codes[None].to(self.device))[0]
         return wav.float().mean(0).to("cpu").clone()
+
+    @contextmanager
+    def _finite_latents(self):
+        "While encoding, the encoder (`self.model.encoder`) raises rather than hand NaN/Inf latents to the quantiser (which makes them code 0)."
+        enc = getattr(getattr(self, "model", None), "encoder", None)
+        if not isinstance(enc, torch.nn.Module): yield; return
+        def check(module, inputs, out):
+            if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+                raise ValueError(f"the {self.name} encoder gave NaN or infinite latents (corrupt weights, or audio far outside "
+                                 "[-1, 1]): refusing to turn them into codes")
+        handle = enc.register_forward_hook(check)   # only while encoding: the model itself stays plain (picklable)
+        try: yield
+        finally: handle.remove()
 
     @abc.abstractmethod
     def _encode(self, x:torch.Tensor) -> torch.Tensor:
@@ -375,9 +389,9 @@ _FILE_IDS = {}
 
 def file_id(path, # a file, e.g. a checkpoint
            ) -> str: # "sha256:<hex digest>"
-    "Content id of a file: the sha256 of its bytes (cached per path, size and modification time)."
+    "Content id of a file: the sha256 of its bytes (cached per path, inode, size and modification/change times)."
     p = Path(path).resolve(); st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
+    key = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # ctime: a restored mtime still misses
     if key not in _FILE_IDS:
         h = hashlib.sha256()
         with open(p, "rb") as f:
@@ -572,7 +586,7 @@ class Encodec48Codec(EncodecCodec):
             for b in range(0, len(js), batch_size):
                 part = js[b:b + batch_size]
                 batch = torch.stack([xs[i][:, s:s + m] for i, _, s, _ in part]).to(self.device)
-                with torch.inference_mode(), exact_kernels(), kernels(): codes, scale = self.model._encode_frame(batch)
+                with torch.inference_mode(), exact_kernels(), kernels(), self._finite_latents(): codes, scale = self.model._encode_frame(batch)
                 for k, (i, j, _, _) in enumerate(part): done[i, j] = (codes[k].to("cpu", torch.long).clone(), scale[k, 0].item())
         out = [[done[i, j] for j in range(len(self.segments(x.shape[-1])))] for i, x in enumerate(xs)]
         codes = [torch.cat([c for c, _ in o], 1) for o in out]
@@ -620,6 +634,12 @@ def _dac_kwargs(name):
     return dict(encoder_dim=64, encoder_rates=s["encoder_rates"], latent_dim=None, decoder_dim=1536, decoder_rates=s["decoder_rates"],
                 n_codebooks=s["max_n_q"], codebook_size=s["codebook_size"], codebook_dim=8, sample_rate=s["sample_rate"])
 
+def _dac_guess(state, name):
+    "Which DAC a state dict's number of codebooks belongs to, as advice for an error message."
+    n = len({k.split(".")[2] for k in state if k.startswith("quantizer.quantizers.")})
+    fits = [k for k, s in CODEC_SPECS.items() if s["family"] == "dac" and s["max_n_q"] == n and k != name]
+    return f"; its {n} codebooks are those of {fits[0]}: load it as {fits[0]}" if fits else ""
+
 class DACCodec(Codec):
     "Descript Audio Codec (16, 24 or 44.1 kHz) behind the `Codec` interface."
     def __init__(self, name="dac_24khz", # "dac_16khz", "dac_24khz" or "dac_44khz"
@@ -644,8 +664,14 @@ class DACCodec(Codec):
             torch.manual_seed(seed)
             self.model = dac.DAC(**_dac_kwargs(name))
         if state is not None:
-            missing, _ = self.model.load_state_dict(state, strict=False)
-            if missing: raise ValueError(f"{path} lacks {len(missing)} weights of {name}, e.g. {missing[:3]}")
+            try: missing, unexpected = self.model.load_state_dict(state, strict=False)
+            except RuntimeError as e:
+                raise ValueError(f"{path} does not fit {name} ({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})"
+                                 f"{_dac_guess(state, name)}") from None
+            if missing: raise ValueError(f"{path} lacks {len(missing)} weights of {name}, e.g. {missing[:3]}{_dac_guess(state, name)}")
+            if unexpected:   # e.g. a plain dac_24khz state dict (32 codebooks) read as dac_16khz (12): same shapes otherwise
+                raise ValueError(f"{path} is not a {name} checkpoint: it has {len(unexpected)} weights {name} lacks, "
+                                 f"e.g. {unexpected[:2]}{_dac_guess(state, name)}")
         self.weights = "random" if path is None else "pretrained" if weights == "pretrained" else str(path)
         self.weights_id = f"seed{self.seed}" if path is None else file_id(path)
         self.margin = math.ceil(right_context(self.model.encoder) / self.hop_length) * self.hop_length

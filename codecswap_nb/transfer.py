@@ -234,9 +234,17 @@ def codec_rows(model:nn.Module, # the model
     return torch.cat([w[:K] for w in ws]).detach()
 
 # %% ../nbs/10_transfer.ipynb #0000001d
-CHECKED = ("name", "n_q", "codebook_size")   # what must agree between the counts' codecs and the model's
+CHECKED = ("name", "n_q", "codebook_size", "sample_rate", "frame_rate", "time_offset", "weights_id")   # must agree
 
-def _counts_matrix(counts, layout, new:CodecInfo):
+def _identity_diff(rec:CodecInfo, want) -> list:
+    "How codec record `rec` differs from `want` (a `CodecInfo` or a dict): `CHECKED`, and `weights` when an id is missing."
+    theirs = want.to_dict() if isinstance(want, CodecInfo) else want
+    d = rec.diff(want, fields=CHECKED)
+    if not (rec.weights_id and theirs.get("weights_id")) and "unknown" not in (rec.weights, theirs.get("weights", "unknown")):
+        d += rec.diff(want, fields=("weights",))
+    return d
+
+def _counts_matrix(counts, layout, new:CodecInfo, allow_codec_mismatch:bool=False, mismatch:list|None=None):
     "The counts as a 2-D float matrix (sparse kept sparse), checked against layout and new codec."
     C = counts.counts if hasattr(counts, "counts") and not isinstance(counts, (np.ndarray, torch.Tensor)) else counts
     if isinstance(C, torch.Tensor): C = C.detach().cpu().numpy()
@@ -246,11 +254,13 @@ def _counts_matrix(counts, layout, new:CodecInfo):
                     n_q=layout.n_q, codebook_size=layout.codebook_size)
     for side, want in (("old", declared), ("new", new)):
         rec = getattr(counts, side, None)  # a CooccurrenceCounter's CodecInfo of each codec
-        bad = rec.diff(want, fields=CHECKED) if isinstance(rec, CodecInfo) else []
-        if bad:
+        bad = _identity_diff(rec, want) if isinstance(rec, CodecInfo) else []
+        if bad and allow_codec_mismatch: mismatch += [f"{side}_codec {b}" for b in bad]
+        elif bad:
             who = "the layout declares" if side == "old" else "new_codec is"
             raise ValueError(f"The counts were made with a different {side} codec than {who} ({'; '.join(bad)}). "
-                             f"Count again with the right codecs, or fix {'layout.codec/n_q/codebook_size' if side == 'old' else 'new_codec'}.")
+                             f"Count again with the right codecs, fix {'layout.codec/n_q/codebook_size' if side == 'old' else 'new_codec'}, "
+                             "or pass allow_codec_mismatch=True (codecswap transfer --allow-codec-mismatch) if the tokens mean the same.")
     want = (new.vocab_size, layout.codec_vocab)
     if tuple(C.shape) != want:
         raise ValueError(f"counts have shape {tuple(C.shape)} but the layout and new codec need (V_new, V_old) = "
@@ -425,6 +435,7 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
                    options:BuildOptions|Init|str|dict=None, # how rows are built: `BuildOptions`, an `Init` or its name (`parse_init`)
                    *,
                    old_codec=None, # the old codec itself, for unseen='codec'
+                   allow_codec_mismatch:bool=False, # accept counts whose codecs differ from the model's/new codec's record (recorded in the report)
                    **overrides # `BuildOptions` fields replacing those of `options` (method="argmax", noise=1.0, seed=...)
                   )->dict:
     "Replace the old codec's embedding and head rows of `model` by rows built for `new_codec`; returns a report."
@@ -446,7 +457,8 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
     new, record = CodecInfo.of(new_codec), codec_config(new_codec)
     if counts is None and init.counts is not None:
         raise ValueError(f"{init.name if named else 'these options'} read{'s' if named else ''} counts: pass counts (a counter or a matrix)")
-    C = None if counts is None else _counts_matrix(counts, layout, new)
+    mismatch = []
+    C = None if counts is None else _counts_matrix(counts, layout, new, allow_codec_mismatch, mismatch)
     src = counts if hasattr(counts, "counts") and hasattr(counts, "seconds") else C   # a counter knows its frames (unigram)
     n_old, K_old, n_new, K_new = layout.n_q, layout.codebook_size, new.n_q, new.codebook_size
     lmap = list(o.level_map) if o.level_map is not None else default_level_map(n_new, n_old)
@@ -479,6 +491,7 @@ def transfer_model(model:nn.Module, # the model trained with the old codec; chan
                                                      filled=(rep_h or rep_e).get("filled")),
                   shapes=shapes)
     if layout.kind == "flat_vocab": report["id_shift"] = dict(from_id=layout.offset + layout.codec_vocab, delta=delta)
+    if mismatch: report["codec_mismatch"] = mismatch   # allowed by allow_codec_mismatch=True: kept with the model
     report["config"] = _update_config(model, layout, new, record, delta, vocab)
     model.codec = new_codec
     report["new_layout"] = new_layout.to_dict()

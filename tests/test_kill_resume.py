@@ -92,3 +92,60 @@ def test_kill_then_resume_is_bit_identical(clips, tmp_path, capsys):
     assert same(CooccurrenceCounter.load(out), CooccurrenceCounter.load(ref))
     leftovers = [p.name for p in out.parent.iterdir() if p.name != out.name]
     assert not leftovers, leftovers
+
+
+def test_two_processes_on_one_out(clips, tmp_path, capsys):
+    "A second `count` on the `--out` of a running one is refused with its pid and takes nothing from it; a lock left by a"
+    " killed run is taken over by the next one."
+    out = tmp_path / "run" / "counts.npz"
+    lock = out.with_name(out.name + ".lock")
+    first = subprocess.Popen([CODECSWAP, *args(clips, out)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 120 and first.poll() is None:
+            if lock.exists() and lock.read_text().strip() == str(first.pid): break
+            time.sleep(0.02)
+        assert first.poll() is None, f"the first run ended before the second started: {first.stderr.read().decode()[-2000:]}"
+        # the second run is this test's own process (torch already imported, so it reaches the lock within milliseconds,
+        # while the first one, which took the lock before importing torch, still has seconds of work ahead)
+        capsys.readouterr()
+        assert main(args(clips, out)) == 1
+        errors = capsys.readouterr().err.strip().splitlines()
+        assert len(errors) == 1 and f"already running on it (pid {first.pid})" in errors[0], errors
+        assert first.wait(300) == 0, first.stderr.read().decode()[-2000:]
+    finally:
+        if first.poll() is None: first.kill(); first.wait()
+    assert CooccurrenceCounter.load(out).n_files == N_FILES
+    assert sorted(p.name for p in out.parent.iterdir()) == ["counts.npz"], "no lock, checkpoint or temporary file is left"
+
+    out2 = tmp_path / "killed" / "counts.npz"
+    kill_after_progress([CODECSWAP, *args(clips, out2)], out2.with_suffix(".partial.npz"), 0)
+    stale = out2.with_name(out2.name + ".lock")
+    assert stale.exists(), "a SIGKILLed run cannot remove its lock file"
+    assert main(args(clips, out2, "--resume")) == 0                 # the dead holder's lock is taken over
+    assert not stale.exists() and CooccurrenceCounter.load(out2).n_files == N_FILES
+
+
+def test_skip_bad_then_resume(clips, tmp_path, capsys):
+    "A bad file stops the count with its path; `--resume --skip-bad` keeps the progress, skips and records it, and gives"
+    " the counts of the corpus without it."
+    import soundfile as sf
+    data = tmp_path / "data"
+    shutil.copytree(clips, data)
+    sf.write(data / "clip3.wav", np.full(4000, np.nan, np.float32), 16000, subtype="FLOAT")   # a NaN recording
+    out = tmp_path / "run" / "counts.npz"
+    ckpt = out.with_suffix(".partial.npz")
+    capsys.readouterr()
+    assert main(args(data, out)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(data / "clip3.wav") in err and "--skip-bad" in err and "wavs[" not in err, err
+    assert CooccurrenceCounter.load(ckpt).meta["corpus"]["done"] == 3           # clips 0-2 kept (one file per shard)
+    assert main(args(data, out, "--resume")) == 1                              # still refused without --skip-bad
+    assert main(args(data, out, "--resume", "--skip-bad")) == 0
+    c = CooccurrenceCounter.load(out)
+    assert c.meta["skipped"] == [dict(file="clip3.wav", reason=f"{data / 'clip3.wav'} contains NaN or infinite samples: the file is corrupt")]
+    assert c.n_files == N_FILES - 1 and not ckpt.exists()
+    (data / "clip3.wav").unlink()
+    ref = tmp_path / "ref.npz"
+    assert main(args(data, ref)) == 0
+    assert same(c, CooccurrenceCounter.load(ref))
