@@ -38,6 +38,8 @@ def execute(path: Path) -> float:
     d = json.loads(path.read_text())
     for c in d["cells"]:
         if isinstance(c["source"], list): c["source"] = "".join(c["source"])
+        # audio players embed the whole wav (base64): they are not kept (run the notebook to listen)
+        c.get("outputs", [])[:] = [o for o in c.get("outputs", []) if "<audio" not in "".join(o.get("data", {}).get("text/html", ""))]
     path.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n")
     return time.time() - t0
 
