@@ -9,7 +9,7 @@ BROWSER_TEST_OUT ?= browser-test-out
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test nbtest nbtest-slow pytest check readme check-readme bench docs browser-test packaging-check clean
+.PHONY: install demo test nbtest nbtest-slow pytest check readme check-readme results bench docs browser-test packaging-check clean
 
 $(BIN)/.installed: settings.ini setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
@@ -43,13 +43,17 @@ pytest: install
 check: install
 	@state() { git status --porcelain --untracked-files=all -- nbs codecswap_nb README.md; git diff -- nbs codecswap_nb README.md | sha1sum; }; \
 	before=$$(state); \
-	$(BIN)/nbdev_export && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py >/dev/null || exit 1; \
+	$(BIN)/nbdev_export && $(BIN)/python tools/results.py >/dev/null && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py >/dev/null || exit 1; \
 	if [ "$$before" != "$$(state)" ]; then git status --short -- nbs codecswap_nb README.md; \
-	  echo "nbdev_export / nbdev_clean / tools/readme.py changed the files above: commit the result (notebooks are the source)."; exit 1; fi; \
+	  echo "nbdev_export / tools/results.py / nbdev_clean / tools/readme.py changed the files above: commit the result (notebooks are the source)."; exit 1; fi; \
 	echo "notebooks clean; module and README in sync with the notebooks"
 
 readme: install
 	$(BIN)/python tools/readme.py
+
+## Tables and figures in the notebooks (and README) rendered from the committed result files in results/
+results: install
+	$(BIN)/python tools/results.py && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py
 
 check-readme: install
 	$(BIN)/python tools/readme.py --check

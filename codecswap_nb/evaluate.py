@@ -127,11 +127,15 @@ def _split_codes(data, old_codec, new_codec, cache, progress, name):
     stores = {k: encode_dataset(data, c, cache=cache, progress=progress) for k, c in (("old", old_codec), ("new", new_codec))}
     return {k: s.load() for k, s in stores.items()}, stores["new"].fingerprint
 
-def _given_counts(c, mode:str, old:CodecInfo, new:CodecInfo, train_id:str) -> CooccurrenceCounter:
-    "A counts file or counter from `codecswap count`, checked against the experiment."
+def _given_counts(c, mode:str, old:CodecInfo, new:CodecInfo, train_id:str|None=None) -> CooccurrenceCounter:
+    "A counts file or counter from `codecswap count`, checked against the experiment (its training split when `train_id`)."
     if not isinstance(c, CooccurrenceCounter): c = CooccurrenceCounter.load(c)
     if c.mode != mode: raise ValueError(f"the {mode} counts given are {c.mode} counts: count with --mode {mode}")
-    old.check(c.old, "the counts' old codec"); new.check(c.new, "the counts' new codec")
+    for info, theirs, side in ((old, c.old, "old"), (new, c.new, "new")):
+        try: info.check(theirs, f"the counts' {side} codec")
+        except ValueError as e: raise ValueError(f"{e}: count the training split with the experiment's {side} codec ({info.name}, "
+                                                 f"n_q={info.n_q}, same weights), or pass that codec here") from None
+    if train_id is None: return c
     corpus = c.meta.get("corpus") or {}
     if corpus and not corpus.get("complete", True): raise ValueError("the counts given are incomplete (an interrupted count): finish it with --resume")
     if corpus.get("fingerprint") not in (None, train_id):
@@ -150,6 +154,7 @@ def prepare(old_codec, new_codec, # codecs (for encoding datasets) or `CodecInfo
            ) -> Prepared:
     "Stage 1: codes of every split, training counts, honest unigrams and the shared-information diagnosis."
     old, new = CodecInfo.of(old_codec), CodecInfo.of(new_codec)
+    counts = {m: _given_counts(c, m, old, new) for m, c in (counts or {}).items()}   # wrong counts fail before hours of encoding
     codes, ids = {}, {}
     for name, data in zip(SPLITS, (train, valid, test)): codes[name], ids[name] = _split_codes(data, old_codec, new_codec, cache, progress, name)
     for k in codes["train"]:

@@ -57,13 +57,13 @@ def test_console_script_installed():
 def test_help_and_version():
     r = sh("--help")
     assert r.returncode == 0, r.stderr
-    for cmd in ("corpus", "count", "inspect", "transfer", "demo"):
+    for cmd in ("corpus", "count", "inspect", "transfer", "evaluate", "demo"):
         assert cmd in r.stdout
     r = sh("--version")
     assert r.returncode == 0 and r.stdout.startswith("codecswap_nb ")
 
 
-@pytest.mark.parametrize("cmd", ["corpus", "count", "inspect", "transfer", "demo"])
+@pytest.mark.parametrize("cmd", ["corpus", "count", "inspect", "transfer", "evaluate", "demo"])
 def test_every_command_has_help(capsys, cmd):
     st, out, _ = inproc(capsys, cmd, "--help")
     assert st == 0 and out.startswith(f"usage: codecswap {cmd}")
@@ -187,17 +187,22 @@ def test_torchrun_two_processes(counts, corpus, tmp_path):
 
 
 def test_demo_passes_options_through(capsys, monkeypatch, tmp_path):
-    "`codecswap demo` hands its options to evaluate.run_demo (the demo itself is tested with evaluate)."
+    "`codecswap demo` hands --pair, --threads and progress to evaluate.run_demo, which takes them (the demo itself is tested with evaluate)."
+    import inspect
     import codecswap_nb.evaluate as ev
-    seen = {}
+    real, seen = inspect.signature(ev.run_demo), {}
     def fake_run_demo(out, **kw):
+        real.bind(out, **kw)                                   # only options the real run_demo takes
         print("talking on stdout")
-        seen.update(kw, out=out)
+        seen.clear(); seen.update(kw, out=out)
     monkeypatch.setattr(ev, "run_demo", fake_run_demo)
-    st, out, _ = inproc(capsys, "demo", "--out", tmp_path / "d", "--methods", "random,aligned+weighted+noise",
-                        "--steps", "3", "--old", "encodec_24khz:1.5", "--speakers", "2", "--quiet")
+    st, out, _ = inproc(capsys, "demo", "--out", tmp_path / "d", "--pair", "trained", "--threads", "1", "--quiet")
     assert st == 0 and out == ""
-    assert seen == dict(out=str(tmp_path / "d"), methods=["random", "aligned+weighted+noise"], steps=3,
-                        old="encodec_24khz:1.5", n_speakers=2, progress=False)
+    assert seen == dict(out=str(tmp_path / "d"), pair="trained", threads=1, progress=False)
     st, out, _ = inproc(capsys, "demo", "--out", tmp_path / "d")
-    assert st == 0 and "talking on stdout" in out and seen["progress"] is True
+    assert st == 0 and "talking on stdout" in out and seen == dict(out=str(tmp_path / "d"), pair="spectral", threads=None, progress=True)
+    st, out, _ = inproc(capsys, "demo", "--no-progress")
+    assert st == 0 and "talking on stdout" in out and seen["progress"] is False and seen["out"] == "codecswap-demo"
+    for dead in (["--steps", "3"], ["--old", "encodec_24khz:1.5"], ["--weights", "random"], ["--pair", "wavelet"]):
+        st, _, err = inproc(capsys, "demo", *dead)
+        assert st == 2 and dead[0] in err, err

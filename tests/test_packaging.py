@@ -133,6 +133,10 @@ def test_fresh_install(tmp_path):
                       "print(codecswap_nb.__file__)")
     assert str(env_dir) in r.stdout, f"imported codecswap_nb from {r.stdout.strip()}, not from the fresh venv"
     assert "Location" not in r.stdout
+    # the shipped codec weights are package data: they load (sha256-checked) from the installed copy
+    r = run(py, "-c", "from codecswap_nb.codecs import load_codec, list_codecs; import codecswap_nb.codecs as c; "
+                      "print(c.weights_folder()); [load_codec(n) for n in list_codecs() if n in c.BUILTIN_ELSEWHERE]")
+    assert str(env_dir) in r.stdout, f"shipped weights read from {r.stdout.strip()}, not from the installed package"
     run(env_dir / "bin" / "codecswap", "--help")
     run(env_dir / "bin" / "codecswap", "corpus", tmp_path / "x", "--speakers", "2", "--utterances", "1", timeout=600)
     assert list((tmp_path / "x").rglob("*.wav")), "codecswap corpus wrote no wav files"
