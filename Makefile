@@ -9,7 +9,7 @@ BROWSER_TEST_OUT ?= browser-test-out
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test nbtest pytest check readme check-readme results bench docs browser-test packaging-check clean
+.PHONY: install demo test nbtest nbtest-slow pytest check readme check-readme results bench docs browser-test packaging-check clean
 
 $(BIN)/.installed: settings.ini setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
@@ -29,6 +29,11 @@ test: install nbtest pytest
 
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
+
+## `#| slow` / `#| gpu` cells too (the demo, LibriTTS with LIBRITTS=<the LibriTTS folder>): nbdev_test --flags "slow gpu".
+## In JupyterLab the tutorial's slow/gpu cells skip themselves unless CODECSWAP_SLOW=1 / CODECSWAP_GPU=1 (or a GPU is visible).
+nbtest-slow: install
+	CODECSWAP_SLOW=1 $(BIN)/nbdev_test --n_workers 1 --timing --flags slow
 
 # tests/browser has its own target (it needs Chromium): `make browser-test`
 pytest: install

@@ -371,8 +371,9 @@ def results_table(rows:list, # scored rows
             f"(where scratch's validation cost stopped improving), evaluated every {b['eval_every']}; mid = step {rows[0].get('mid_step') if rows else '?'}.",
             f"Honest unigram (training frequencies, test tokens): old codec {u['old']['bits_per_second']:.0f} bits/s, "
             f"new codec {u['new']['bits_per_second']:.0f} bits/s; count model of the new codec {info['diagnosis']['new']['count_model_bits_per_second']:.0f} bits/s.",
-            f"Reference LM on the old codec: {o['bits_per_second']:.0f} bits/s on test, {o['below_unigram']:.0%} below its honest unigram "
-            f"(checkpoint of step {o.get('selected_step')}, chosen on validation)."]
+            f"Reference LM on the old codec{' (given as old_model, not trained here)' if o.get('source') == 'given' else ''}: "
+            f"{o['bits_per_second']:.0f} bits/s on test, {o['below_unigram']:.0%} below its honest unigram"
+            + (f" (checkpoint of step {o['selected_step']}, chosen on validation)." if o.get("selected_step") is not None else ".")]
     return "\n".join(head + [""] + lines) + "\n"
 
 def targets_table(ts:list) -> str:
