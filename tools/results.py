@@ -80,6 +80,10 @@ def reading_part(r, name):
                    + (f"{u['step0_bits_per_second']:.0f} for `unigram` (frequencies only) " if u else "")
                    + f"and {s['step0_bits_per_second']:.0f} for scratch; final {b['final_bits_per_second']:.0f} against "
                    + (f"{u['final_bits_per_second']:.0f} (`unigram`) and " if u else "") + f"{s['final_bits_per_second']:.0f} (scratch).")
+        sc = {c["step"]: c["bits_per_second"] for c in s["curve"]}
+        below = [c["step"] for c in b["curve"] if c["step"] in sc and c["bits_per_second"] < sc[c["step"]]]
+        out.append(f"`{b['method']}` is below scratch at step{'s' if len(below) != 1 else ''} {', '.join(map(str, below)) or 'none'} "
+                   f"of {', '.join(str(c['step']) for c in s['curve'])}.")
     return " ".join(out)
 
 
