@@ -22,6 +22,19 @@ def _skipped(cell) -> bool:
     return any(d.split(":")[0].split()[0] in SKIP for d in dirs if d) or any(d.replace(" ", "") == "eval:false" for d in dirs)
 
 
+def _small_png(b64, limit=120_000) -> str:
+    "A figure's PNG (base64) in at most ~`limit` bytes: 256 colours, then smaller if need be (figures of noise compress badly)."
+    import base64, io
+    from PIL import Image
+    data = base64.b64decode("".join(b64))
+    if len(data) <= limit: return "".join(b64)
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    while True:
+        buf = io.BytesIO(); img.quantize(256).save(buf, "PNG", optimize=True)
+        if buf.tell() <= limit or img.width < 300: return base64.b64encode(buf.getvalue()).decode()
+        img = img.resize((int(img.width * 0.8), int(img.height * 0.8)), Image.LANCZOS)
+
+
 def execute(path: Path) -> float:
     "Run one notebook's fast cells in a fresh shell (in nbs/, like nbdev_test) and write it back with their outputs."
     from execnb.nbio import read_nb, write_nb
@@ -40,6 +53,8 @@ def execute(path: Path) -> float:
         if isinstance(c["source"], list): c["source"] = "".join(c["source"])
         # audio players embed the whole wav (base64): they are not kept (run the notebook to listen)
         c.get("outputs", [])[:] = [o for o in c.get("outputs", []) if "<audio" not in "".join(o.get("data", {}).get("text/html", ""))]
+        for o in c.get("outputs", []):
+            if "image/png" in o.get("data", {}): o["data"]["image/png"] = _small_png(o["data"]["image/png"])
     path.write_text(json.dumps(d, indent=1, ensure_ascii=False) + "\n")
     return time.time() - t0
 
