@@ -9,7 +9,7 @@ BROWSER_TEST_OUT ?= browser-test-out
 export OMP_NUM_THREADS ?= 2
 export MPLBACKEND ?= Agg
 
-.PHONY: install demo test nbtest nbtest-slow pytest check readme check-readme results bench docs browser-test packaging-check clean
+.PHONY: install demo test nbtest nbtest-slow pytest check readme check-readme results outputs bench docs browser-test packaging-check clean
 
 $(BIN)/.installed: settings.ini setup.py
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { echo "python3 venv module missing: installing python3-venv"; \
@@ -50,6 +50,10 @@ check: install
 
 readme: install
 	$(BIN)/python tools/readme.py
+
+## Re-run every notebook's fast cells and keep their outputs (what readers see); then commit the notebooks
+outputs: install
+	$(BIN)/python tools/execute_nbs.py --jobs 2 && $(BIN)/python tools/results.py && $(BIN)/nbdev_clean && $(BIN)/python tools/readme.py
 
 ## Tables and figures in the notebooks (and README) rendered from the committed result files in results/
 results: install
