@@ -6,7 +6,7 @@
 __all__ = ['SMALL_CODECS', 'TRAINING', 'SmallCodecModel', 'mel_loss', 'speech_crops', 'fold_input', 'init_quantizer',
            'code_entropy', 'train_small_codec', 'SmallCodec']
 
-# %% ../nbs/05_train_codecs.ipynb #66359509
+# %% ../nbs/05_train_codecs.ipynb #cd6274fd
 import math, time, warnings
 from functools import partial
 
@@ -22,7 +22,7 @@ from .corpus import make_corpus
 from .encode import progress_bar
 from .kmeans import kmeans, nearest, rvq_kmeans
 
-# %% ../nbs/05_train_codecs.ipynb #79ba1a11
+# %% ../nbs/05_train_codecs.ipynb #f7855084
 SMALL_CODECS = {
     "small_encodec_24khz": dict(arch="encodec", sample_rate=24000, hop=320, n_filters=8, dimension=64, n_q=4, codebook_size=64,
                                 steps_ae=600, steps_q=400),
@@ -32,7 +32,7 @@ SMALL_CODECS = {
 TRAINING = dict(corpus=dict(seed=1, n_speakers=24, n_utterances=20), crop_seconds=1.0, batch_size=8, min_rms=0.02, lr=1e-3,
                 warmup=50, kmeans_batches=16, kmeans_iters=10, dead_usage=0.2, seed=0)
 
-# %% ../nbs/05_train_codecs.ipynb #06bd4d24
+# %% ../nbs/05_train_codecs.ipynb #94eb27a5
 class SmallCodecModel(nn.Module):
     "A small EnCodec- or DAC-architecture codec: the libraries' encoder, residual quantiser and decoder."
     def __init__(self, r:dict, # a recipe from `SMALL_CODECS`
@@ -78,7 +78,7 @@ class SmallCodecModel(nn.Module):
         zq = self.quantizer.decode(codes.transpose(0, 1)) if self.recipe["arch"] == "encodec" else self.quantizer.from_codes(codes)[0]
         return self.decoder(zq)
 
-# %% ../nbs/05_train_codecs.ipynb #54ef7d48
+# %% ../nbs/05_train_codecs.ipynb #c31d4f8e
 def mel_loss(sample_rate:int, # the codec's rate
             ) -> callable: # `loss(y, x)` of `[B, 1, n]` waveforms
     "Multi-scale log-mel L1 (four window sizes) plus a tenth of the waveform L1, on the overlapping part of `y` and `x`."
@@ -90,7 +90,7 @@ def mel_loss(sample_rate:int, # the codec's rate
         return spec + 0.1 * (y - x).abs().mean()
     return loss
 
-# %% ../nbs/05_train_codecs.ipynb #b4cdc87b
+# %% ../nbs/05_train_codecs.ipynb #8ce780a9
 def speech_crops(wavs:list, # `[n]` waveforms
                  n:int, # crops wanted
                  length:int, # samples per crop
@@ -109,7 +109,7 @@ def speech_crops(wavs:list, # `[n]` waveforms
         if len(out) == n: return torch.stack(out)[:, None]
     raise ValueError(f"fewer than {n} crops louder than min_rms={min_rms} in 100 draws each: is the corpus silent?")
 
-# %% ../nbs/05_train_codecs.ipynb #5e6b9366
+# %% ../nbs/05_train_codecs.ipynb #1c7a7bc8
 def fold_input(conv:nn.Conv1d, # a (weight-normed) convolution reading `z`, changed in place
                A:torch.Tensor, # `[D, D]`
                c:torch.Tensor, # `[D]`
@@ -124,7 +124,7 @@ def fold_input(conv:nn.Conv1d, # a (weight-normed) convolution reading `z`, chan
 
 def _convs(m): return [c for c in m.modules() if isinstance(c, nn.Conv1d)]
 
-# %% ../nbs/05_train_codecs.ipynb #4d7895a4
+# %% ../nbs/05_train_codecs.ipynb #2177e493
 @torch.no_grad()
 def init_quantizer(model:SmallCodecModel, # changed in place
                    x:torch.Tensor, # `[N, 1, n]` speech crops to fit on
@@ -172,7 +172,7 @@ def code_entropy(codes:torch.Tensor, # `[B, n_q, T]`
     p = p / p.sum(1, keepdim=True)
     return [round(float(-(q[q > 0] * q[q > 0].log2()).sum()), 3) for q in p]
 
-# %% ../nbs/05_train_codecs.ipynb #7f07d25d
+# %% ../nbs/05_train_codecs.ipynb #c0233f04
 def _corpus_wavs(t:dict, sr:int) -> list:
     "The training waveforms of a training setup: the `train-clean` speakers of its own offline corpus."
     c = t["corpus"]
@@ -264,7 +264,7 @@ def _restart_dead(model, z, codes, usage, g, threshold, s):
             usage[l, dead] = 1.0
         res = res - vq.out_proj(vq.decode_latents(vq.in_proj(res))[0])
 
-# %% ../nbs/05_train_codecs.ipynb #2a7a6c85
+# %% ../nbs/05_train_codecs.ipynb #985c36e2
 class SmallCodec(Codec):
     "A small trained EnCodec- or DAC-architecture codec (`SMALL_CODECS`) behind the `Codec` interface."
     def __init__(self, name="small_encodec_24khz", # a name from `SMALL_CODECS`
