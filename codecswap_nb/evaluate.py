@@ -437,6 +437,7 @@ class SwitchResults(list):
     def __init__(self, rows, info, targets): super().__init__(rows); self.info, self.targets = info, targets
     def table(self) -> str: return results_table(list(self), self.info) + "\n" + targets_table(self.targets)
     def _repr_markdown_(self): return self.table()
+    def _repr_pretty_(self, p, cycle): p.text(self.table())   # the table, not a screen of dicts, wherever it is shown
 
 def _order(rows):
     "Controls first (scratch, random, unigram, mean, mean+noise), then the rest by final cost."

@@ -71,7 +71,8 @@ def reading_part(r, name):
     unk = [t["target"] for t in ts if t["met"] is None]
     out = [f"Targets met: {len(met)} of {len(ts)}" + (f"; missed: {'; '.join(missed)}" if missed else "")
            + (f"; not checkable: {'; '.join(unk)}" if unk else "") + "."]
-    transfers = [x for m, x in rows.items() if m not in ("scratch", "random", "unigram", "mean", "mean+noise")]
+    from codecswap_nb.embeddings import parse_init
+    transfers = [x for m, x in rows.items() if m != "scratch" and parse_init(m).counts is not None and parse_init(m).options.rows == "counts"]
     if transfers:
         b = min(transfers, key=lambda x: x["step0_bits_per_second"])
         u, s, rnd = rows.get("unigram"), rows["scratch"], rows.get("random")
